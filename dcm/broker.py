@@ -1,0 +1,112 @@
+"""Broker URLs, and a private Mosquitto for the demo and the tests.
+
+``mqtt://[user[:password]@]host[:port]`` (port 1883) or ``mqtts://...``
+(TLS, port 8883).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(Exception):
+    """A broker URL is invalid or a private broker could not be started."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerUrl:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerUrl:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise BrokerError(f"broker URL must look like mqtt://host:port or mqtts://host:port, got {url!r}")
+        try:
+            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        except ValueError as exc:
+            raise BrokerError(f"bad port in broker URL {url!r}") from exc
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=parts.scheme == "mqtts",
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_mosquitto() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
+
+
+@contextlib.contextmanager
+def private_mosquitto(port: int | None = None, *, persistence_dir: Path | None = None) -> Iterator[BrokerUrl]:
+    """Run a throw-away Mosquitto on a free loopback port for the duration of the block."""
+    binary = find_mosquitto()
+    port = port or free_port()
+    with tempfile.TemporaryDirectory(prefix="dcm-mosquitto-") as tmp:
+        conf = Path(tmp) / "mosquitto.conf"
+        lines = [
+            f"listener {port} 127.0.0.1",
+            "allow_anonymous true",
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
+            f"persistence {'true' if persistence_dir else 'false'}",
+        ]
+        if persistence_dir:
+            lines.append(f"persistence_location {persistence_dir}/")
+        conf.write_text("\n".join(lines) + "\n")
+        logfile = open(Path(tmp) / "mosquitto.log", "wb")
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=logfile, stderr=subprocess.STDOUT)
+        try:
+            _wait_listening(port, proc, Path(tmp) / "mosquitto.log")
+            log.info("private mosquitto on 127.0.0.1:%d (pid %d)", port, proc.pid)
+            yield BrokerUrl("127.0.0.1", port)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            logfile.close()
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, logpath: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BrokerError(f"mosquitto exited with {proc.returncode}: {logpath.read_text(errors='replace')[-500:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    proc.kill()
+    raise BrokerError(f"mosquitto did not listen on port {port} within {timeout} s")

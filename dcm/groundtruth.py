@@ -1,0 +1,80 @@
+"""Ground truth for end-to-end checks: what the frames sent *should* look like in the lake.
+
+:class:`FrameRecorder` keeps, per second of frame time, the last frame of
+every ID (and of every multiplexer value); :meth:`FrameRecorder.expected`
+decodes those with plain cantools, independently of the gateway's sampler
+and the packet codec, giving the value every ``last`` column should hold.
+:func:`compare` counts the cells where the lake disagrees.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import can
+
+from minute_packet import Schema
+
+
+class FrameRecorder:
+    """Record frames as they are sent (thread-safe, memory bounded by seconds × IDs)."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self._by_id = {(m.frame_id, m.is_extended_frame): m for m in db.messages}
+        self._frames: dict[tuple[int, int, bool, Any], bytes] = {}
+        self._lock = threading.Lock()
+        self.frames = 0
+
+    def add(self, msg: can.Message) -> None:
+        message = self._by_id.get((msg.arbitration_id, msg.is_extended_id))
+        if message is None:
+            return
+        mux = None
+        if message.is_multiplexed():
+            try:
+                decoded = message.decode(bytes(msg.data), decode_choices=False, scaling=False)
+            except Exception:
+                return
+            mux = tuple(sorted(decoded))  # the set of signals this frame carries identifies its mux branch
+        key = (math.floor(msg.timestamp), msg.arbitration_id, msg.is_extended_id, mux)
+        with self._lock:
+            self._frames.pop(key, None)  # re-insert, so iteration order is the order last seen
+            self._frames[key] = bytes(msg.data)
+            self.frames += 1
+
+    def expected(self, schema: Schema) -> dict[int, dict[str, float | int]]:
+        """Per second, the value of every ``last`` column of the schema, from a direct cantools decode."""
+        columns: dict[tuple[str, str], str] = {
+            (c.message, c.signal): c.name for c in schema.columns if c.aggregate == "last"
+        }
+        out: dict[int, dict[str, float | int]] = {}
+        # entries are in the order their frame was last seen, so for a signal carried by several
+        # mux branches the last frame of the second wins, as it does on the bus
+        for (sec, fid, ext, _mux), data in self._frames.items():
+            message = self._by_id[(fid, ext)]
+            decoded = message.decode(data, decode_choices=False, scaling=True)
+            row = out.setdefault(sec, {})
+            for signal, value in decoded.items():
+                name = columns.get((message.name, signal))
+                if name is not None:
+                    row[name] = value
+        return out
+
+
+def compare(expected: Mapping[int, Mapping[str, Any]], stored: Mapping[int, Mapping[str, Any]],
+            columns: Iterable[str]) -> int:
+    """Number of (second, column) cells where stored differs from expected (missing counts)."""
+    mismatches = 0
+    names = list(columns)
+    for sec in expected.keys() | stored.keys():
+        exp, got = expected.get(sec, {}), stored.get(sec, {})
+        for name in names:
+            a, b = exp.get(name), got.get(name)
+            if a is None and b is None:
+                continue
+            if a is None or b is None or not (a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))):
+                mismatches += 1
+    return mismatches

@@ -1,0 +1,178 @@
+"""The gateway service: CAN bus → sampler → durable outbox → MQTT.
+
+python-can's ``recv`` blocks, so acquisition runs in one dedicated thread
+that owns the sampler and writes finished packets to the outbox; the asyncio
+loop owns publishing. The outbox is the only hand-over between them and it is
+bounded by its byte budget.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import can
+
+import dbc as dbc_files
+from minute_packet import Collection, encode, schema_from_dbc
+from minute_packet.codec import MinutePacket
+
+from dcm.broker import BrokerUrl
+
+from .decoder import frame_key
+from .outbox import Outbox
+from .publisher import Publisher, PublisherSettings
+from .sampler import Sampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayConfig:
+    vehicle_id: str
+    broker: BrokerUrl
+    outbox_path: Path
+    dbc_path: Path = dbc_files.REFERENCE_DBC
+    model: str = "reference-car"
+    collection: Collection = dataclasses.field(default_factory=Collection)
+    interface: str = "socketcan"
+    channel: str = "vcan0"
+    bitrate: int | None = None
+    topic_prefix: str = "dcm"
+    outbox_max_bytes: int = 256 << 20
+    idle_flush_s: float = 2.0  # no frame for this long (monotonic): close the open packet
+    kernel_filters: bool = True
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @property
+    def telemetry_topic(self) -> str:
+        return f"{self.topic_prefix}/{self.vehicle_id}/telemetry"
+
+
+@dataclasses.dataclass
+class GatewayStats:
+    frames_read: int = 0
+    error_frames: int = 0
+    packets_made: int = 0
+    packet_bytes: int = 0
+    rows_made: int = 0
+
+
+class Gateway:
+    """One vehicle's gateway. ``run()`` until ``stop()``; the final partial packet is flushed."""
+
+    def __init__(self, config: GatewayConfig, *, bus: can.BusABC | None = None) -> None:
+        self.config = config
+        self.db = dbc_files.load(config.dbc_path)
+        self.schema = schema_from_dbc(self.db, config.collection, source=Path(config.dbc_path).name)
+        self.boot_id = uuid.uuid4().bytes
+        self.sampler = Sampler(self.db, self.schema, vehicle_id=config.vehicle_id, model=config.model, boot_id=self.boot_id)
+        self.outbox = Outbox(config.outbox_path, max_bytes=config.outbox_max_bytes)
+        self.publisher = Publisher(
+            self.outbox,
+            PublisherSettings(
+                broker=config.broker,
+                client_id=f"dcm-gw-{config.vehicle_id}",
+                schema_topic=f"{config.topic_prefix}/schemas/{self.schema.fingerprint.hex()}",
+                schema_payload=self.schema.to_json(),
+                ca_file=config.ca_file,
+                cert_file=config.cert_file,
+                key_file=config.key_file,
+            ),
+        )
+        self.stats = GatewayStats()
+        self._bus = bus
+        self._own_bus = bus is None
+        self._stop = threading.Event()
+        self._reader_done = asyncio.Event()
+
+    def _open_bus(self) -> can.BusABC:
+        kwargs: dict[str, Any] = {"interface": self.config.interface, "channel": self.config.channel}
+        if self.config.bitrate:
+            kwargs["bitrate"] = self.config.bitrate
+        if self.config.kernel_filters:
+            kwargs["can_filters"] = self.sampler.decoder.can_filters
+        return can.Bus(**kwargs)
+
+    def stop(self) -> None:
+        """Ask the reader to flush and finish; ``run()`` returns once the outbox is drained or
+        ``drain_timeout`` passes."""
+        self._stop.set()
+
+    async def run(self, *, drain_timeout: float = 30.0) -> None:
+        loop = asyncio.get_running_loop()
+        if self._bus is None:
+            self._bus = self._open_bus()
+        reader = threading.Thread(target=self._read_loop, args=(loop,), name="can-reader", daemon=True)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                pub = tg.create_task(self.publisher.run(), name="publisher")
+                reader.start()
+                await self._reader_done.wait()
+                try:
+                    await asyncio.wait_for(self._drained(), timeout=drain_timeout)
+                except TimeoutError:
+                    log.warning("stopping with %d packets still in the outbox; they are sent on the next start",
+                                self.outbox.depth)
+                pub.cancel()
+        finally:
+            reader.join(timeout=5)
+            if self._own_bus and self._bus is not None:
+                self._bus.shutdown()
+            self.outbox.close()
+
+    async def _drained(self) -> None:
+        while self.outbox.depth:
+            self.publisher.wake.set()
+            await asyncio.sleep(0.05)
+
+    def _store(self, packets: list[MinutePacket], loop: asyncio.AbstractEventLoop) -> None:
+        for packet in packets:
+            payload = encode(packet)
+            self.outbox.put(self.config.telemetry_topic, payload)
+            self.stats.packets_made += 1
+            self.stats.packet_bytes += len(payload)
+            self.stats.rows_made += packet.rows
+        if packets:
+            loop.call_soon_threadsafe(self.publisher.wake.set)
+
+    def _handle(self, msg: can.Message, loop: asyncio.AbstractEventLoop) -> None:
+        if msg.is_error_frame:
+            self.stats.error_frames += 1
+            return
+        self.stats.frames_read += 1
+        packets = self.sampler.add(msg.timestamp, frame_key(msg.arbitration_id, msg.is_extended_id), msg.data)
+        if packets:
+            self._store(packets, loop)
+
+    def _read_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        bus = self._bus
+        assert bus is not None
+        last_frame = time.monotonic()
+        pending = False  # the sampler holds seconds not yet in a packet
+        try:
+            while not self._stop.is_set():
+                msg = bus.recv(timeout=0.2)
+                if msg is None:
+                    if pending and time.monotonic() - last_frame > self.config.idle_flush_s:
+                        self._store(self.sampler.flush(), loop)
+                        pending = False
+                    continue
+                last_frame = time.monotonic()
+                pending = True
+                self._handle(msg, loop)
+            while (msg := bus.recv(timeout=0)) is not None:  # what the bus still holds
+                self._handle(msg, loop)
+            self._store(self.sampler.flush(), loop)
+        except Exception:
+            log.exception("CAN reader failed")
+            raise
+        finally:
+            loop.call_soon_threadsafe(self._reader_done.set)

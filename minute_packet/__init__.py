@@ -1,0 +1,23 @@
+"""The minute packet format shared by gateway, simulator and sink.
+
+``codec`` turns :class:`MinutePacket` objects into bytes and back; ``schema``
+says which signal each column holds. The format is specified in
+``docs/packet-format.md``.
+"""
+from .codec import MinutePacket, decode, encode
+from .errors import PacketDecodeError, PacketEncodeError, PacketError, SchemaError
+from .schema import Collection, Column, Schema, schema_from_dbc
+
+__all__ = [
+    "Collection",
+    "Column",
+    "MinutePacket",
+    "PacketDecodeError",
+    "PacketEncodeError",
+    "PacketError",
+    "Schema",
+    "SchemaError",
+    "decode",
+    "encode",
+    "schema_from_dbc",
+]

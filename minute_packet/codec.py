@@ -1,0 +1,246 @@
+"""Encode and decode minute packets (format version 1, see ``docs/packet-format.md``).
+
+A minute packet carries up to ``MAX_ROWS`` one-second rows of one vehicle.
+Values are the DBC's *raw* bit patterns (two's complement for signed
+signals, IEEE bits for float signals) as a ``uint64`` matrix of shape
+``(columns, rows)`` plus a boolean presence matrix of the same shape; the
+column order is defined by the :class:`~minute_packet.schema.Schema` whose
+fingerprint the packet carries, so names never travel in a packet.
+
+Wire layout::
+
+    b"MP" | version (1 byte) | flags (1 byte, 0) | zstd frame of a msgpack map
+
+Inside, each column is stored as its first value plus zig-zag deltas; columns
+are grouped by the byte width their deltas need (0 = constant) and each
+group is byte-shuffled, which is what lets zstd squeeze slowly moving sensor
+values. Decoding is bounded and strict: every problem raises
+:class:`PacketDecodeError` with a machine-readable ``reason``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import msgpack
+import numpy as np
+import zstandard
+
+from .errors import PacketDecodeError, PacketEncodeError
+
+MAGIC = b"MP"
+VERSION = 1
+MAX_ROWS = 3600
+MAX_COLUMNS = 65535
+MAX_PACKET_BYTES = 1 << 20  # compressed
+MAX_BODY_BYTES = 16 << 20  # decompressed
+ZSTD_LEVEL = 3
+
+_WIDTH_CODES = (0, 1, 2, 4, 8)
+_ALL_MISSING = 255
+_DTYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MinutePacket:
+    """One vehicle's rows ``start_time .. start_time + rows - 1`` (Unix seconds).
+
+    ``values[c, i]`` is the raw bit pattern of column ``c`` at second ``i`` and is
+    meaningful only where ``present[c, i]`` is true.
+    """
+
+    vehicle_id: str
+    model: str
+    boot_id: bytes
+    seq: int
+    start_time: int
+    fingerprint: bytes
+    values: np.ndarray
+    present: np.ndarray
+    clock: str = "frame"
+
+    @property
+    def rows(self) -> int:
+        return int(self.values.shape[1])
+
+    @property
+    def columns(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def key(self) -> tuple[str, bytes, int]:
+        """The identity the sink deduplicates on."""
+        return (self.vehicle_id, self.boot_id, self.seq)
+
+    def same_content(self, other: MinutePacket) -> bool:
+        """True when both packets carry the same header and the same present values."""
+        return (
+            self.vehicle_id == other.vehicle_id
+            and self.model == other.model
+            and self.boot_id == other.boot_id
+            and self.seq == other.seq
+            and self.start_time == other.start_time
+            and self.fingerprint == other.fingerprint
+            and self.clock == other.clock
+            and np.array_equal(self.present, other.present)
+            and np.array_equal(np.where(self.present, self.values, 0), np.where(other.present, other.values, 0))
+        )
+
+
+def _zigzag(v: np.ndarray) -> np.ndarray:
+    s = v.view(np.int64)
+    return ((s << 1) ^ (s >> 63)).view(np.uint64)
+
+
+def _unzigzag(z: np.ndarray) -> np.ndarray:
+    return (z >> np.uint64(1)) ^ (np.uint64(0) - (z & np.uint64(1)))
+
+
+def _check_header(packet: MinutePacket) -> None:
+    if packet.values.shape != packet.present.shape or packet.values.ndim != 2:
+        raise PacketEncodeError("values and present must be 2-D arrays of one shape")
+    if not 1 <= packet.rows <= MAX_ROWS:
+        raise PacketEncodeError(f"rows must be 1..{MAX_ROWS}, got {packet.rows}")
+    if packet.columns > MAX_COLUMNS:
+        raise PacketEncodeError(f"at most {MAX_COLUMNS} columns, got {packet.columns}")
+    if not (0 <= packet.seq < 1 << 63) or not (0 <= packet.start_time < 1 << 40):
+        raise PacketEncodeError("seq and start_time must be non-negative integers")
+    if len(packet.fingerprint) != 8 or len(packet.boot_id) != 16:
+        raise PacketEncodeError("fingerprint must be 8 bytes and boot_id 16 bytes")
+
+
+def encode(packet: MinutePacket, *, level: int = ZSTD_LEVEL) -> bytes:
+    """Serialise a packet to its wire form."""
+    _check_header(packet)
+    values = np.ascontiguousarray(packet.values, dtype=np.uint64)
+    present = np.ascontiguousarray(packet.present, dtype=bool)
+    ncol, nrow = values.shape
+    # Carry each column's value into its missing slots so they cost nothing.
+    col_has = present.any(axis=1)
+    first_idx = present.argmax(axis=1)
+    idx = np.where(present, np.arange(nrow), first_idx[:, None])
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    filled = np.take_along_axis(values, idx, axis=1)
+    filled[~col_has] = 0
+    zz = _zigzag(np.diff(filled, axis=1))  # uint64 wrap-around, so exact for any bits
+    peak = zz.max(axis=1) if nrow > 1 else np.zeros(ncol, np.uint64)
+    widths = np.select(
+        [peak == 0, peak <= 0xFF, peak <= 0xFFFF, peak <= 0xFFFFFFFF], [0, 1, 2, 4], default=8
+    ).astype(np.uint8)
+    body: dict[str, Any] = {
+        "vid": packet.vehicle_id,
+        "model": packet.model,
+        "boot": packet.boot_id,
+        "seq": packet.seq,
+        "t0": packet.start_time,
+        "n": nrow,
+        "fp": packet.fingerprint,
+        "clk": packet.clock,
+        "first": _zigzag(filled[:, 0].copy()).tolist(),
+        "mask": b"" if present.all() else np.packbits(present, axis=None).tobytes(),
+    }
+    widths[~col_has] = _ALL_MISSING
+    body["w"] = widths.tobytes()
+    for w in (1, 2, 4, 8):
+        sel = widths == w
+        if sel.any():
+            block = zz[sel].astype(_DTYPES[w])
+            # byte-shuffle: all least significant bytes first, then the next, ...
+            body[f"d{w}"] = block.reshape(-1).view(np.uint8).reshape(-1, w).T.tobytes()
+    raw = msgpack.packb(body, use_bin_type=True)
+    return MAGIC + bytes((VERSION, 0)) + zstandard.ZstdCompressor(level=level).compress(raw)
+
+
+def _field(body: dict, key: str, kind: type | tuple[type, ...]) -> Any:
+    try:
+        value = body[key]
+    except KeyError:
+        raise PacketDecodeError("malformed", f"missing field {key!r}") from None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise PacketDecodeError("malformed", f"field {key!r} has type {type(value).__name__}")
+    return value
+
+
+def decode(data: bytes) -> MinutePacket:
+    """Parse a packet's wire form, raising :class:`PacketDecodeError` on any defect."""
+    if len(data) > MAX_PACKET_BYTES:
+        raise PacketDecodeError("too_large", f"{len(data)} bytes exceeds {MAX_PACKET_BYTES}")
+    if len(data) < 4 or data[:2] != MAGIC:
+        raise PacketDecodeError("bad_magic", "not a minute packet")
+    if data[2] != VERSION:
+        raise PacketDecodeError("unsupported_version", f"format version {data[2]}, this codec reads {VERSION}")
+    frame = data[4:]
+    try:
+        size = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError as exc:
+        raise PacketDecodeError("corrupt_compression", str(exc)) from None
+    if size > MAX_BODY_BYTES:
+        raise PacketDecodeError("too_large", f"body of {size} bytes exceeds {MAX_BODY_BYTES}")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=MAX_BODY_BYTES)
+    except zstandard.ZstdError as exc:
+        raise PacketDecodeError("corrupt_compression", str(exc)) from None
+    try:
+        body = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_array_len=MAX_COLUMNS)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise PacketDecodeError("malformed", f"bad msgpack body: {exc}") from None
+    if not isinstance(body, dict):
+        raise PacketDecodeError("malformed", "body is not a map")
+    return _decode_body(body)
+
+
+def _decode_body(body: dict) -> MinutePacket:
+    nrow = _field(body, "n", int)
+    if not 1 <= nrow <= MAX_ROWS:
+        raise PacketDecodeError("malformed", f"row count {nrow} outside 1..{MAX_ROWS}")
+    widths = np.frombuffer(_field(body, "w", bytes), dtype=np.uint8)
+    ncol = len(widths)
+    first = _field(body, "first", list)
+    if len(first) != ncol or not all(type(v) is int and 0 <= v < 1 << 64 for v in first):
+        raise PacketDecodeError("malformed", "first values do not match the column count")
+    if not np.isin(widths, (*_WIDTH_CODES, _ALL_MISSING)).all():
+        raise PacketDecodeError("malformed", "unknown column width code")
+    mask = _field(body, "mask", bytes)
+    if mask:
+        if len(mask) != (ncol * nrow + 7) // 8:
+            raise PacketDecodeError("malformed", "presence mask has the wrong length")
+        present = np.unpackbits(np.frombuffer(mask, np.uint8), count=ncol * nrow).reshape(ncol, nrow).astype(bool)
+    else:
+        present = np.ones((ncol, nrow), dtype=bool)
+    if (present[widths == _ALL_MISSING]).any():
+        raise PacketDecodeError("malformed", "an all-missing column has present values")
+    deltas = np.zeros((ncol, max(nrow - 1, 0)), dtype=np.uint64)
+    for w in (1, 2, 4, 8):
+        sel = widths == w
+        k = int(sel.sum())
+        blob = body.get(f"d{w}", b"")
+        if not isinstance(blob, bytes) or len(blob) != k * (nrow - 1) * w:
+            raise PacketDecodeError("malformed", f"delta block d{w} has the wrong length")
+        if k:
+            planes = np.frombuffer(blob, np.uint8).reshape(w, -1).T
+            block = np.ascontiguousarray(planes).view(_DTYPES[w]).reshape(k, nrow - 1)
+            deltas[sel] = _unzigzag(block.astype(np.uint64))
+    values = np.empty((ncol, nrow), dtype=np.uint64)
+    values[:, 0] = _unzigzag(np.array(first, dtype=np.uint64)) if ncol else 0
+    if nrow > 1:
+        np.cumsum(deltas, axis=1, out=values[:, 1:])
+        values[:, 1:] += values[:, :1]
+    boot = _field(body, "boot", bytes)
+    fp = _field(body, "fp", bytes)
+    if len(boot) != 16 or len(fp) != 8:
+        raise PacketDecodeError("malformed", "boot id must be 16 bytes and fingerprint 8 bytes")
+    seq = _field(body, "seq", int)
+    t0 = _field(body, "t0", int)
+    if seq < 0 or t0 < 0:
+        raise PacketDecodeError("malformed", "negative seq or start time")
+    return MinutePacket(
+        vehicle_id=_field(body, "vid", str),
+        model=_field(body, "model", str),
+        boot_id=boot,
+        seq=seq,
+        start_time=t0,
+        fingerprint=fp,
+        values=values,
+        present=present,
+        clock=_field(body, "clk", str),
+    )

@@ -1,0 +1,31 @@
+"""Typed errors of the packet format.
+
+::
+
+    PacketError
+    ├── PacketEncodeError   the caller handed the encoder something invalid
+    ├── PacketDecodeError   bytes off the wire are not a valid packet (has .reason)
+    └── SchemaError         a schema or collection config is invalid or unknown
+"""
+from __future__ import annotations
+
+
+class PacketError(Exception):
+    """Base class of every packet format error."""
+
+
+class PacketEncodeError(PacketError):
+    """A packet could not be encoded because its content is invalid."""
+
+
+class PacketDecodeError(PacketError):
+    """Bytes are not a valid packet. ``reason`` is a short code for counters and quarantine."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class SchemaError(PacketError):
+    """A schema or collection config is invalid."""
