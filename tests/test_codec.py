@@ -1,0 +1,139 @@
+"""Unit tests of the packet codec: round trips, golden vectors, strict bounded decoding."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zstandard
+
+from minute_packet import MinutePacket, PacketDecodeError, PacketEncodeError, decode, encode
+from minute_packet import codec
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+
+
+def _packet(values: np.ndarray, present: np.ndarray, **kw) -> MinutePacket:
+    base = dict(vehicle_id="VIN0001", model="m", boot_id=bytes(range(16)), seq=7, start_time=1_764_000_000,
+                fingerprint=b"\x01\x02\x03\x04\x05\x06\x07\x08")
+    base.update(kw)
+    return MinutePacket(values=values, present=present, **base)
+
+
+def test_round_trip_of_every_width_sign_and_missing_pattern():
+    rng = np.random.default_rng(3)
+    n = 60
+    cols = [
+        np.full(n, 5, np.uint64),  # constant
+        np.cumsum(rng.integers(-100, 100, n)).astype(np.int64).view(np.uint64),  # signed, 1-byte deltas
+        rng.integers(0, 60_000, n, dtype=np.uint64),  # 2-byte deltas
+        rng.integers(0, 2**32, n, dtype=np.uint64),  # 4-byte deltas
+        rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True),  # any 64-bit pattern
+        np.array([-1] * n, dtype=np.int64).view(np.uint64),  # negative constant
+        np.zeros(n, np.uint64),  # all missing
+    ]
+    values = np.stack(cols)
+    present = rng.random(values.shape) > 0.3
+    present[0] = True
+    present[6] = False
+    p = _packet(values, present)
+    q = decode(encode(p))
+    assert q.same_content(p)
+    assert np.array_equal(q.values[present], values[present])
+
+
+def test_single_row_and_all_present_packets():
+    p = _packet(np.array([[1], [2]], np.uint64), np.ones((2, 1), bool))
+    assert decode(encode(p)).same_content(p)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(values=np.zeros((2, 0), np.uint64), present=np.zeros((2, 0), bool)),
+    dict(values=np.zeros((2, 3601), np.uint64), present=np.zeros((2, 3601), bool)),
+    dict(fingerprint=b"short"),
+    dict(seq=-1),
+])
+def test_invalid_packets_are_refused_by_the_encoder(bad):
+    base = dict(values=np.zeros((2, 3), np.uint64), present=np.ones((2, 3), bool))
+    base.update(bad)
+    with pytest.raises(PacketEncodeError):
+        encode(_packet(**base))
+
+
+def _wire(body: dict, version: int = codec.VERSION) -> bytes:
+    raw = msgpack.packb(body, use_bin_type=True)
+    return codec.MAGIC + bytes((version, 0)) + zstandard.ZstdCompressor().compress(raw)
+
+
+def _good_body() -> dict:
+    p = _packet(np.arange(6, dtype=np.uint64).reshape(2, 3), np.ones((2, 3), bool))
+    return msgpack.unpackb(zstandard.ZstdDecompressor().decompress(encode(p)[4:]), raw=False)
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"", "bad_magic"),
+    (b"garbage garbage", "bad_magic"),
+    (codec.MAGIC + bytes((99, 0)) + b"x", "unsupported_version"),
+    (codec.MAGIC + bytes((1, 0)) + b"not zstd at all", "corrupt_compression"),
+    (b"MP" + bytes((1, 0)) + os.urandom(codec.MAX_PACKET_BYTES), "too_large"),
+    (codec.MAGIC + bytes((1, 0)) + zstandard.ZstdCompressor().compress(b"\x00" * (codec.MAX_BODY_BYTES + 1)), "too_large"),
+    (codec.MAGIC + bytes((1, 0)) + zstandard.ZstdCompressor().compress(b"\xc1"), "malformed"),
+    (_wire([1, 2, 3]), "malformed"),
+])
+def test_bad_bytes_raise_typed_errors(data, reason):
+    with pytest.raises(PacketDecodeError) as err:
+        decode(data)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda b: b.pop("vid"),
+    lambda b: b.update(n=0),
+    lambda b: b.update(n=True),
+    lambda b: b.update(w=b"\x07\x00"),
+    lambda b: b.update(d1=b"\x00"),
+    lambda b: b.update(first=[1]),
+    lambda b: b.update(mask=b"\x00\x00"),
+    lambda b: b.update(boot=b"short"),
+    lambda b: b.update(seq=-5),
+])
+def test_malformed_structure_is_rejected(mutate):
+    body = _good_body()
+    mutate(body)
+    with pytest.raises(PacketDecodeError) as err:
+        decode(_wire(body))
+    assert err.value.reason == "malformed"
+
+
+def test_truncated_packets_are_rejected():
+    data = encode(_packet(np.arange(120, dtype=np.uint64).reshape(2, 60) ** 3, np.ones((2, 60), bool)))
+    for cut in (3, 5, len(data) // 2, len(data) - 1):
+        with pytest.raises(PacketDecodeError):
+            decode(data[:cut])
+
+
+def _golden_cases():
+    return sorted(GOLDEN.glob("*.bin"))
+
+
+@pytest.mark.parametrize("path", _golden_cases(), ids=lambda p: p.stem)
+def test_golden_vectors_decode_to_their_documented_content(path):
+    expected = json.loads(path.with_suffix(".json").read_text())
+    p = decode(path.read_bytes())
+    assert p.vehicle_id == expected["vehicle_id"]
+    assert p.model == expected["model"]
+    assert p.boot_id.hex() == expected["boot_id"]
+    assert p.seq == expected["seq"]
+    assert p.start_time == expected["start_time"]
+    assert p.fingerprint.hex() == expected["fingerprint"]
+    assert p.clock == expected["clock"]
+    got = [[int(v) if ok else None for v, ok in zip(vals, pres)] for vals, pres in zip(p.values, p.present)]
+    assert got == expected["columns"]
+    assert decode(encode(p)).same_content(p)
+
+
+def test_there_are_golden_vectors():
+    assert len(_golden_cases()) >= 2
