@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One-step setup + run for a fresh Debian / Raspberry Pi OS machine.
+#   ./run.sh demo [dcm demo options]   install everything, then run the end-to-end demo
+#   ./run.sh test [pytest options]     install everything, then run the test suite
+#   ./run.sh setup                     install only
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${DCM_VENV:-.venv}
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "run.sh: installing Debian packages: ${need_apt[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import dcm, can, cantools, aiomqtt, pyarrow, pytest, duckdb' >/dev/null 2>&1 \
+   || [ pyproject.toml -nt "$VENV/.dcm-installed" ]; then
+  echo "run.sh: installing Python dependencies into $VENV" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q -e '.[test]'
+  touch "$VENV/.dcm-installed"
+fi
+
+cmd=${1:-demo}; shift || true
+case "$cmd" in
+  setup) ;;
+  demo) exec "$VENV/bin/dcm" demo "$@" ;;
+  test) exec "$VENV/bin/python" -m pytest "$@" ;;
+  *) echo "usage: ./run.sh demo|test|setup [args]" >&2; exit 2 ;;
+esac
