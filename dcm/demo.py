@@ -82,7 +82,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
     say(f"broker {broker}; {settings.vehicles} vehicles × {settings.duration_s} s from {Path(settings.dbc_path).name}")
 
     vehicles = [f"DEMO{settings.seed:04d}V{i:05d}" for i in range(settings.vehicles)]
-    gateways, recorders, sim_buses, threads = [], [], [], []
+    gateways, recorders, buses, threads = [], [], [], []
     for i, vid in enumerate(vehicles):
         channel = f"{prefix}-{i}"
         gw_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
@@ -94,7 +94,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
         vehicle = CanVehicle(db, seed=settings.seed * 1000 + i, start_time=float(start))
         gateways.append(gw)
         recorders.append(rec)
-        sim_buses.append(sim_bus)
+        buses += [gw_bus, sim_bus]
         threads.append(threading.Thread(
             target=send_frames, args=(sim_bus, vehicle.frames(settings.duration_s)),
             kwargs={"on_frame": rec.add}, name=f"sim-{i}", daemon=True))
@@ -108,7 +108,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
     for gw in gateways:
         gw.stop()
     await asyncio.gather(*gw_tasks)
-    for b in sim_buses:
+    for b in buses:
         b.shutdown()
     published = sum(g.publisher.stats.published for g in gateways)
     say(f"gateways done: {published} packets published; waiting for the sink")
