@@ -135,6 +135,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
         "signals": len(schema.columns),
         "frames_sent": sum(r.frames for r in recorders),
         "frames_read": sum(g.stats.frames_read for g in gateways),
+        "frames_malformed": sum(g.sampler.stats.frames_malformed for g in gateways),
         "packets_published": published,
         "packets_stored": sink.stats.packets_stored,
         "duplicates": sink.stats.duplicates,
