@@ -104,7 +104,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
     while any(t.is_alive() for t in threads):
         await asyncio.sleep(0.5)
         sent = sum(r.frames for r in recorders)
-        say(f"simulating: {sent:,} frames sent, {sum(g.stats.frames_read for g in gateways):,} read")
+        say(f"simulating: {sent:,} frames sent, {sum(g.source.stats.frames for g in gateways):,} read")
     for gw in gateways:
         gw.stop()
     await asyncio.gather(*gw_tasks)
@@ -134,7 +134,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
         "dbc": Path(settings.dbc_path).name,
         "signals": len(schema.columns),
         "frames_sent": sum(r.frames for r in recorders),
-        "frames_read": sum(g.stats.frames_read for g in gateways),
+        "frames_read": sum(g.source.stats.frames for g in gateways),
         "frames_malformed": sum(g.sampler.stats.frames_malformed for g in gateways),
         "packets_published": published,
         "packets_stored": sink.stats.packets_stored,

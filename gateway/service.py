@@ -24,6 +24,7 @@ from minute_packet.codec import MinutePacket
 
 from dcm.broker import BrokerUrl
 
+from .can_source import CanSource
 from .decoder import frame_key
 from .outbox import Outbox
 from .publisher import Publisher, PublisherSettings
@@ -59,8 +60,6 @@ class GatewayConfig:
 
 @dataclasses.dataclass
 class GatewayStats:
-    frames_read: int = 0
-    error_frames: int = 0
     packets_made: int = 0
     packet_bytes: int = 0
     rows_made: int = 0
@@ -89,9 +88,9 @@ class Gateway:
             ),
         )
         self.stats = GatewayStats()
-        self._bus = bus
-        self._own_bus = bus is None
         self._stop = threading.Event()
+        self.source = CanSource(bus) if bus is not None else CanSource(opener=self._open_bus, stop=self._stop)
+        self._own_bus = bus is None
         self._reader_done = asyncio.Event()
 
     def _open_bus(self) -> can.BusABC:
@@ -109,8 +108,6 @@ class Gateway:
 
     async def run(self, *, drain_timeout: float = 30.0) -> None:
         loop = asyncio.get_running_loop()
-        if self._bus is None:
-            self._bus = self._open_bus()
         reader = threading.Thread(target=self._read_loop, args=(loop,), name="can-reader", daemon=True)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -125,8 +122,8 @@ class Gateway:
                 pub.cancel()
         finally:
             reader.join(timeout=5)
-            if self._own_bus and self._bus is not None:
-                self._bus.shutdown()
+            if self._own_bus:
+                self.source.close()
             self.outbox.close()
 
     async def _drained(self) -> None:
@@ -145,22 +142,17 @@ class Gateway:
             loop.call_soon_threadsafe(self.publisher.wake.set)
 
     def _handle(self, msg: can.Message, loop: asyncio.AbstractEventLoop) -> None:
-        if msg.is_error_frame:
-            self.stats.error_frames += 1
-            return
-        self.stats.frames_read += 1
         packets = self.sampler.add(msg.timestamp, frame_key(msg.arbitration_id, msg.is_extended_id), msg.data)
         if packets:
             self._store(packets, loop)
 
     def _read_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        bus = self._bus
-        assert bus is not None
+        source = self.source
         last_frame = time.monotonic()
         pending = False  # the sampler holds seconds not yet in a packet
         try:
             while not self._stop.is_set():
-                msg = bus.recv(timeout=0.2)
+                msg = source.recv(timeout=0.2)
                 if msg is None:
                     if pending and time.monotonic() - last_frame > self.config.idle_flush_s:
                         self._store(self.sampler.flush(), loop)
@@ -169,7 +161,7 @@ class Gateway:
                 last_frame = time.monotonic()
                 pending = True
                 self._handle(msg, loop)
-            while (msg := bus.recv(timeout=0)) is not None:  # what the bus still holds
+            while (msg := source.recv(timeout=0)) is not None:  # what the bus still holds
                 self._handle(msg, loop)
             self._store(self.sampler.flush(), loop)
         except Exception:

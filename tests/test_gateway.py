@@ -80,7 +80,7 @@ def test_gateway_publishes_minute_packets_over_mqtt(tmp_path, broker):
         with can.Bus(interface="virtual", channel=channel, preserve_timestamps=True) as sim:
             for frame in _frames(db, 150):
                 sim.send(frame)
-        while gw.stats.frames_read < sent:
+        while gw.source.stats.frames < sent:
             await asyncio.sleep(0.05)
         gw.stop()
         await task
@@ -94,7 +94,7 @@ def test_gateway_publishes_minute_packets_over_mqtt(tmp_path, broker):
     sub.disconnect()
     packets = sorted((decode(p) for p in received), key=lambda p: p.seq)
     assert [(p.seq, p.start_time, p.rows) for p in packets] == [(0, T0, 60), (1, T0 + 60, 60), (2, T0 + 120, 30)]
-    assert gw.stats.frames_read == sent
+    assert gw.source.stats.frames == sent
     assert gw.publisher.stats.published == 3
     assert gw.outbox.depth == 0
     assert all(p.vehicle_id == "VGW1" and p.fingerprint == gw.schema.fingerprint for p in packets)

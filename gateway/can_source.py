@@ -1,0 +1,120 @@
+"""The gateway's frame source: a python-can bus that survives its interface going away.
+
+When ``recv`` fails (SocketCAN interface down, USB adapter unplugged, bus-off)
+the bus is shut down and reopened with exponential backoff; the outage is
+counted and logged with its length, so the gap in the data is explained
+rather than silent. Error frames are counted, never decoded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import can
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class SourceStats:
+    frames: int = 0
+    error_frames: int = 0
+    bus_errors: int = 0  # recv/open failures
+    outages: int = 0  # times the bus went away and came back
+    outage_seconds: float = 0.0
+    last_outage: tuple[float, float] | None = None  # (wall-clock start, seconds) of the latest outage
+
+
+class CanSource:
+    """``recv`` returns data frames or None; it never raises for bus trouble while a reopener exists."""
+
+    def __init__(
+        self,
+        bus: can.BusABC | None = None,
+        *,
+        opener: Callable[[], can.BusABC] | None = None,
+        stop: threading.Event | None = None,
+        backoff_min_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        if bus is None and opener is None:
+            raise ValueError("CanSource needs a bus or an opener")
+        self.stats = SourceStats()
+        self._bus = bus
+        self._opener = opener
+        self._stop = stop or threading.Event()
+        self._backoff = (backoff_min_s, backoff_max_s)
+        self._delay = backoff_min_s
+        self._down_since: tuple[float, float] | None = None  # (monotonic, wall) when the bus failed
+
+    @property
+    def bus(self) -> can.BusABC | None:
+        return self._bus
+
+    def recv(self, timeout: float) -> can.Message | None:
+        if self._bus is None and not self._open():
+            return None
+        assert self._bus is not None
+        try:
+            msg = self._bus.recv(timeout=timeout)
+        except (can.CanError, OSError) as exc:
+            if self._opener is None:
+                raise
+            self.stats.bus_errors += 1
+            if self._down_since is None:
+                self._down_since = (time.monotonic(), time.time())
+                log.warning("CAN bus failed (%s); reopening", exc)
+            self._close()
+            self._wait()
+            return None
+        if msg is None:
+            return None
+        if self._down_since is not None:
+            self._recovered()
+        if msg.is_error_frame:
+            self.stats.error_frames += 1
+            return None
+        self.stats.frames += 1
+        return msg
+
+    def _open(self) -> bool:
+        assert self._opener is not None
+        try:
+            self._bus = self._opener()
+            return True
+        except (can.CanError, OSError, ValueError) as exc:
+            self.stats.bus_errors += 1
+            if self._down_since is None:
+                self._down_since = (time.monotonic(), time.time())
+            log.debug("CAN bus unavailable: %s", exc)
+            self._wait()
+            return False
+
+    def _wait(self) -> None:
+        self._stop.wait(self._delay)
+        self._delay = min(self._delay * 2, self._backoff[1])
+
+    def _recovered(self) -> None:
+        assert self._down_since is not None
+        began, began_wall = self._down_since
+        gap = time.monotonic() - began
+        self.stats.outages += 1
+        self.stats.outage_seconds += gap
+        self.stats.last_outage = (began_wall, gap)
+        self._down_since = None
+        self._delay = self._backoff[0]
+        log.warning("CAN bus back after %.1f s without frames", gap)
+
+    def _close(self) -> None:
+        if self._bus is not None:
+            try:
+                self._bus.shutdown()
+            except Exception:  # shutting down a broken bus may fail too
+                pass
+            self._bus = None
+
+    def close(self) -> None:
+        self._close()
