@@ -1,32 +1,56 @@
-"""``dcm gateway``: read a CAN bus and publish minute packets."""
+"""``dcm gateway``: read a CAN bus (or replay a log) and publish minute packets.
+
+Configuration comes from ``--config FILE`` (TOML, see deploy/gateway.example.toml);
+flags override it. ``--check-config`` validates and exits.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    g = sub.add_parser("gateway", help="read a CAN bus and publish minute packets")
-    g.add_argument("--vehicle-id", required=True)
-    g.add_argument("--broker", default="mqtt://127.0.0.1:1883")
-    g.add_argument("--interface", default="socketcan")
-    g.add_argument("--channel", default="can0")
+    g = sub.add_parser("gateway", help="read a CAN bus (or replay a log) and publish minute packets")
+    g.add_argument("--config", type=Path, help="gateway TOML file")
+    g.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    g.add_argument("--replay", type=Path, help="replay a candump -l .log, .asc or .blf file instead of a bus")
+    g.add_argument("--replay-speed", type=float, default=1.0, help="replay speed factor (0 = as fast as possible)")
+    g.add_argument("--vehicle-id")
+    g.add_argument("--model")
+    g.add_argument("--broker", help="mqtt://host:port or mqtts://host:port")
+    g.add_argument("--interface")
+    g.add_argument("--channel")
     g.add_argument("--bitrate", type=int)
     g.add_argument("--dbc", type=Path)
-    g.add_argument("--model", default="reference-car")
-    g.add_argument("--outbox", type=Path, default=Path("dcm-outbox.sqlite"))
-    g.add_argument("--topic-prefix", default="dcm")
+    g.add_argument("--outbox", type=Path)
+    g.add_argument("--topic-prefix")
     return g
 
 
 def run(args: argparse.Namespace) -> int:
-    import dbc as dbc_files
-    from dcm.broker import BrokerUrl
+    from dcm.cli import InputError
     from dcm.service_runner import run_until_signal
-    from gateway.service import Gateway, GatewayConfig
+    from gateway.config import ConfigError, check, load
+    from gateway.replay import LogReplay, ReplayError
+    from gateway.service import Gateway
 
-    config = GatewayConfig(vehicle_id=args.vehicle_id, broker=BrokerUrl.parse(args.broker), outbox_path=args.outbox,
-                           dbc_path=args.dbc or dbc_files.REFERENCE_DBC, model=args.model, interface=args.interface,
-                           channel=args.channel, bitrate=args.bitrate, topic_prefix=args.topic_prefix)
-    run_until_signal(Gateway(config))
+    overrides = {
+        "vehicle_id": args.vehicle_id, "model": args.model, "mqtt.url": args.broker,
+        "can.interface": args.interface, "can.channel": args.channel, "can.bitrate": args.bitrate,
+        "dbc.path": str(args.dbc) if args.dbc else None, "outbox.path": str(args.outbox) if args.outbox else None,
+        "mqtt.topic_prefix": args.topic_prefix,
+    }
+    where = str(args.config) if args.config else "command line"
+    try:
+        config = load(args.config, overrides)
+        summary = check(config, where)
+        if args.check_config:
+            print(json.dumps({"ok": True, **summary}))
+            return 0
+        bus = LogReplay(args.replay, speed=args.replay_speed or None) if args.replay else None
+        gateway = Gateway(config, bus=bus, replay=bus is not None)
+    except (ConfigError, ReplayError) as exc:
+        raise InputError(str(exc)) from None
+    run_until_signal(gateway)
     return 0

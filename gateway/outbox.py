@@ -100,13 +100,20 @@ class Outbox:
         else:
             self._warned = False
 
-    def peek(self, limit: int = 32, after_id: int = 0) -> list[OutboxItem]:
-        """The oldest packets with id greater than ``after_id``, oldest first."""
+    def peek(self, limit: int = 32, after_id: int = 0, upto_id: int | None = None) -> list[OutboxItem]:
+        """The oldest packets with ``after_id < id <= upto_id``, oldest first."""
+        upto = (1 << 62) if upto_id is None else upto_id
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+                "SELECT id, topic, payload FROM outbox WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                (after_id, upto, limit),
             ).fetchall()
         return [OutboxItem(int(i), t, bytes(p)) for i, t, p in rows]
+
+    def last_id(self) -> int:
+        """The id of the newest packet (0 when empty)."""
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0])
 
     def remove(self, item_id: int) -> None:
         """Forget a packet the broker has acknowledged (a no-op if it was evicted meanwhile)."""

@@ -1,22 +1,30 @@
 """Drain the outbox to the broker: QoS 1, in order, removed only after PUBACK.
 
 Reconnects forever with exponential backoff and full jitter. On every
-connect the gateway's schema is (re)published retained under
-``<prefix>/schemas/<fingerprint>`` so a sink can learn it.
+connect it (re)publishes the schema retained under
+``<prefix>/schemas/<fingerprint>`` and a retained ``online`` status; the
+broker publishes the retained ``offline`` last will if the gateway vanishes.
+Packets already in the outbox at connect time are the *backlog*: they are
+sent oldest first at no more than ``backlog_rate`` packets/s, while packets
+made after the connect (live ones) go out as soon as they exist.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import random
 import ssl
+import time
+from collections.abc import Callable
+from typing import Any
 
 import aiomqtt
 
 from dcm.broker import BrokerUrl
 
-from .outbox import Outbox
+from .outbox import Outbox, OutboxItem
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +33,7 @@ log = logging.getLogger(__name__)
 class PublisherStats:
     published: int = 0
     published_bytes: int = 0
+    backlog_published: int = 0
     connects: int = 0
     connect_failures: int = 0
     connected: bool = False
@@ -36,32 +45,42 @@ class PublisherSettings:
     client_id: str
     schema_topic: str
     schema_payload: bytes
+    status_topic: str
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
     window: int = 16  # packets in flight awaiting PUBACK
+    backlog_rate: float = 50.0  # packets/s
+    status_interval_s: float = 60.0
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
 
 
-def _tls_context(settings: PublisherSettings) -> ssl.SSLContext | None:
-    if not settings.broker.tls:
+def tls_context(broker: BrokerUrl, ca_file: str | None, cert_file: str | None, key_file: str | None) -> ssl.SSLContext | None:
+    """TLS for ``mqtts://`` URLs; a client certificate makes it mutual TLS."""
+    if not broker.tls:
         return None
-    ctx = ssl.create_default_context(cafile=settings.ca_file)
-    if settings.cert_file:
-        ctx.load_cert_chain(settings.cert_file, settings.key_file)
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file)
     return ctx
 
 
 class Publisher:
     """Publishes whatever the outbox holds; ``wake`` is set whenever a packet is added."""
 
-    def __init__(self, outbox: Outbox, settings: PublisherSettings) -> None:
+    def __init__(self, outbox: Outbox, settings: PublisherSettings, status: Callable[[], dict[str, Any]]) -> None:
         self.outbox = outbox
         self.settings = settings
         self.stats = PublisherStats()
         self.wake = asyncio.Event()
-        self.idle = asyncio.Event()  # set while the outbox is empty and we are connected
+        self._status = status
+
+    def _status_payload(self, state: str) -> bytes:
+        body = {"state": state, "time": round(time.time(), 3)}
+        if state == "online":
+            body.update(self._status())
+        return json.dumps(body, sort_keys=True).encode()
 
     async def run(self) -> None:
         """Run until cancelled."""
@@ -74,46 +93,80 @@ class Publisher:
                     delay = self.settings.backoff_min_s
                     log.info("connected to %s", self.settings.broker)
                     await client.publish(self.settings.schema_topic, self.settings.schema_payload, qos=1, retain=True)
-                    await self._drain(client)
-            except aiomqtt.MqttError as exc:
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._status_loop(client), name="status")
+                        tg.create_task(self._drain(client), name="drain")
+            except* aiomqtt.MqttError as group:
                 self.stats.connect_failures += 1
-                log.warning("broker %s: %s; retrying in %.1f s", self.settings.broker, exc, delay)
+                log.warning("broker %s: %s; retrying in ≤%.1f s", self.settings.broker, group.exceptions[0], delay)
             finally:
                 self.stats.connected = False
-                self.idle.clear()
             await asyncio.sleep(random.uniform(0, delay))
             delay = min(delay * 2, self.settings.backoff_max_s)
 
     def _client(self) -> aiomqtt.Client:
-        b = self.settings.broker
+        b, s = self.settings.broker, self.settings
         return aiomqtt.Client(
             b.host,
             b.port,
             username=b.username,
             password=b.password,
-            identifier=self.settings.client_id,
+            identifier=s.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
-            tls_context=_tls_context(self.settings),
+            tls_context=tls_context(b, s.ca_file, s.cert_file, s.key_file),
+            will=aiomqtt.Will(s.status_topic, self._status_payload("offline"), qos=1, retain=True),
             keepalive=30,
             timeout=15,
-            max_inflight_messages=self.settings.window,
+            max_inflight_messages=s.window,
         )
 
-    async def _drain(self, client: aiomqtt.Client) -> None:
+    async def _status_loop(self, client: aiomqtt.Client) -> None:
         while True:
-            batch = self.outbox.peek(self.settings.window)
-            if not batch:
-                self.idle.set()
-                self.wake.clear()
-                try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
+            await client.publish(self.settings.status_topic, self._status_payload("online"), qos=1, retain=True)
+            await asyncio.sleep(self.settings.status_interval_s)
+
+    async def say_offline(self) -> None:
+        """Publish the retained offline status on a clean shutdown (the will covers the rest)."""
+        try:
+            async with self._client() as client:
+                await client.publish(self.settings.status_topic, self._status_payload("offline"), qos=1, retain=True)
+        except aiomqtt.MqttError as exc:
+            log.info("could not publish offline status: %s", exc)
+
+    async def _publish(self, client: aiomqtt.Client, batch: list[OutboxItem]) -> None:
+        # QoS 1 keeps order on one connection; await the whole window's PUBACKs.
+        await asyncio.gather(*(client.publish(item.topic, item.payload, qos=1) for item in batch))
+        for item in batch:
+            self.outbox.remove(item.id)
+            self.stats.published += 1
+            self.stats.published_bytes += len(item.payload)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        backlog_end = self.outbox.last_id()  # what waited while we were offline
+        backlog_after = 0
+        live_after = backlog_end
+        interval = 1.0 / self.settings.backlog_rate
+        next_backlog = time.monotonic()
+        while True:
+            self.wake.clear()  # cleared before looking, so a packet stored meanwhile is not missed
+            live = self.outbox.peek(self.settings.window, after_id=live_after)
+            if live:
+                await self._publish(client, live)
+                live_after = live[-1].id
                 continue
-            self.idle.clear()
-            # QoS 1 keeps order on one connection; await the whole window's PUBACKs.
-            await asyncio.gather(*(client.publish(item.topic, item.payload, qos=1) for item in batch))
-            for item in batch:
-                self.outbox.remove(item.id)
-                self.stats.published += 1
-                self.stats.published_bytes += len(item.payload)
+            now = time.monotonic()
+            if backlog_after < backlog_end and now >= next_backlog:
+                room = max(1, min(self.settings.window, int((now - next_backlog) / interval) + 1))
+                batch = self.outbox.peek(room, after_id=backlog_after, upto_id=backlog_end)
+                if batch:
+                    await self._publish(client, batch)
+                    self.stats.backlog_published += len(batch)
+                    backlog_after = batch[-1].id
+                    next_backlog = max(next_backlog + len(batch) * interval, now - 1.0)
+                    continue
+                backlog_after = backlog_end
+            wait = max(0.0, next_backlog - now) if backlog_after < backlog_end else 1.0
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=min(wait, 1.0))
+            except TimeoutError:
+                pass

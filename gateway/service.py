@@ -13,49 +13,25 @@ import logging
 import threading
 import time
 import uuid
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import can
 
 import dbc as dbc_files
-from minute_packet import Collection, encode, schema_from_dbc
+from minute_packet import encode, schema_from_dbc
 from minute_packet.codec import MinutePacket
 
-from dcm.broker import BrokerUrl
-
 from .can_source import CanSource
+from .clock import ClockGuard, clock_synchronised
+from .config import GatewayConfig
 from .decoder import frame_key
 from .outbox import Outbox
 from .publisher import Publisher, PublisherSettings
 from .sampler import Sampler
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class GatewayConfig:
-    vehicle_id: str
-    broker: BrokerUrl
-    outbox_path: Path
-    dbc_path: Path = dbc_files.REFERENCE_DBC
-    model: str = "reference-car"
-    collection: Collection = dataclasses.field(default_factory=Collection)
-    interface: str = "socketcan"
-    channel: str = "vcan0"
-    bitrate: int | None = None
-    topic_prefix: str = "dcm"
-    outbox_max_bytes: int = 256 << 20
-    idle_flush_s: float = 2.0  # no frame for this long (monotonic): close the open packet
-    zstd_level: int = 19  # ~4 ms per packet on a PC, once a minute; 8 % smaller than level 3
-    kernel_filters: bool = True
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-
-    @property
-    def telemetry_topic(self) -> str:
-        return f"{self.topic_prefix}/{self.vehicle_id}/telemetry"
 
 
 @dataclasses.dataclass
@@ -65,16 +41,29 @@ class GatewayStats:
     rows_made: int = 0
 
 
-class Gateway:
-    """One vehicle's gateway. ``run()`` until ``stop()``; the final partial packet is flushed."""
+def _version() -> str:
+    try:
+        return metadata.version("dcm-telemetry")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
-    def __init__(self, config: GatewayConfig, *, bus: can.BusABC | None = None) -> None:
+
+class Gateway:
+    """One vehicle's gateway. ``run()`` until ``stop()``; the final partial packet is flushed.
+
+    ``bus`` replaces the configured bus (tests, the demo); ``replay`` marks a source that ends
+    (a log file): the gateway stops by itself at its end, and its timestamps are not wall-clock
+    checked.
+    """
+
+    def __init__(self, config: GatewayConfig, *, bus: can.BusABC | None = None, replay: bool = False) -> None:
         self.config = config
         self.db = dbc_files.load(config.dbc_path)
         self.schema = schema_from_dbc(self.db, config.collection, source=Path(config.dbc_path).name)
         self.boot_id = uuid.uuid4().bytes
         self.sampler = Sampler(self.db, self.schema, vehicle_id=config.vehicle_id, model=config.model, boot_id=self.boot_id)
         self.outbox = Outbox(config.outbox_path, max_bytes=config.outbox_max_bytes)
+        self.clock = ClockGuard(step_s=config.clock_step_s, slew=config.clock_slew)
         self.publisher = Publisher(
             self.outbox,
             PublisherSettings(
@@ -82,24 +71,54 @@ class Gateway:
                 client_id=f"dcm-gw-{config.vehicle_id}",
                 schema_topic=f"{config.topic_prefix}/schemas/{self.schema.fingerprint.hex()}",
                 schema_payload=self.schema.to_json(),
+                status_topic=config.status_topic,
                 ca_file=config.ca_file,
                 cert_file=config.cert_file,
                 key_file=config.key_file,
+                backlog_rate=config.backlog_rate,
+                status_interval_s=config.status_interval_s,
             ),
+            status=self.status,
         )
         self.stats = GatewayStats()
         self._stop = threading.Event()
+        self._replay = replay
         self.source = CanSource(bus) if bus is not None else CanSource(opener=self._open_bus, stop=self._stop)
         self._own_bus = bus is None
         self._reader_done = asyncio.Event()
+        self._synced: bool | None = clock_synchronised()
 
     def _open_bus(self) -> can.BusABC:
         kwargs: dict[str, Any] = {"interface": self.config.interface, "channel": self.config.channel}
         if self.config.bitrate:
             kwargs["bitrate"] = self.config.bitrate
+        if self.config.fd:
+            kwargs["fd"] = True
         if self.config.kernel_filters:
             kwargs["can_filters"] = self.sampler.decoder.can_filters
         return can.Bus(**kwargs)
+
+    def status(self) -> dict[str, Any]:
+        """What the retained status message reports."""
+        src, smp, box = self.source.stats, self.sampler.stats, self.outbox
+        return {
+            "vehicle_id": self.config.vehicle_id,
+            "boot_id": self.boot_id.hex(),
+            "versions": {"dcm": _version(), "python-can": can.__version__},
+            "schema": self.schema.fingerprint.hex(),
+            "frames": src.frames,
+            "error_frames": src.error_frames,
+            "bus_outages": src.outages,
+            "frames_malformed": smp.frames_malformed,
+            "frames_late": smp.frames_late,
+            "packets_made": self.stats.packets_made,
+            "packets_published": self.publisher.stats.published,
+            "outbox": {"depth": box.depth, "bytes": box.bytes, "budget": box.max_bytes,
+                       "evicted_packets": box.stats.evicted_packets, "evicted_bytes": box.stats.evicted_bytes},
+            "clock": {"synchronised": self._synced, "correction_ms": self.clock.correction_ms,
+                      "steps_forward": self.clock.stats.steps_forward,
+                      "steps_backward": self.clock.stats.steps_backward},
+        }
 
     def stop(self) -> None:
         """Ask the reader to flush and finish; ``run()`` returns once the outbox is drained or
@@ -120,7 +139,11 @@ class Gateway:
                     log.warning("stopping with %d packets still in the outbox; they are sent on the next start",
                                 self.outbox.depth)
                 pub.cancel()
+            await asyncio.wait_for(self.publisher.say_offline(), timeout=5)
+        except TimeoutError:
+            pass
         finally:
+            self._stop.set()
             reader.join(timeout=5)
             if self._own_bus:
                 self.source.close()
@@ -132,17 +155,25 @@ class Gateway:
             await asyncio.sleep(0.05)
 
     def _store(self, packets: list[MinutePacket], loop: asyncio.AbstractEventLoop) -> None:
+        if not packets:
+            return
+        self._synced = clock_synchronised()
         for packet in packets:
+            packet = dataclasses.replace(packet, clock_synced=self._synced,
+                                         clock_correction_ms=self.clock.correction_ms)
             payload = encode(packet, level=self.config.zstd_level)
             self.outbox.put(self.config.telemetry_topic, payload)
             self.stats.packets_made += 1
             self.stats.packet_bytes += len(payload)
             self.stats.rows_made += packet.rows
-        if packets:
-            loop.call_soon_threadsafe(self.publisher.wake.set)
+        loop.call_soon_threadsafe(self.publisher.wake.set)
 
     def _handle(self, msg: can.Message, loop: asyncio.AbstractEventLoop) -> None:
-        packets = self.sampler.add(msg.timestamp, frame_key(msg.arbitration_id, msg.is_extended_id), msg.data)
+        ts = msg.timestamp
+        if not self._replay:
+            mono = time.monotonic()
+            ts = self.clock.sample_time(ts, time.time() - mono, mono)
+        packets = self.sampler.add(ts, frame_key(msg.arbitration_id, msg.is_extended_id), msg.data)
         if packets:
             self._store(packets, loop)
 
@@ -152,7 +183,10 @@ class Gateway:
         pending = False  # the sampler holds seconds not yet in a packet
         try:
             while not self._stop.is_set():
-                msg = source.recv(timeout=0.2)
+                try:
+                    msg = source.recv(timeout=0.2)
+                except EOFError:  # a replayed log ended
+                    break
                 if msg is None:
                     if pending and time.monotonic() - last_frame > self.config.idle_flush_s:
                         self._store(self.sampler.flush(), loop)
@@ -161,8 +195,9 @@ class Gateway:
                 last_frame = time.monotonic()
                 pending = True
                 self._handle(msg, loop)
-            while (msg := source.recv(timeout=0)) is not None:  # what the bus still holds
-                self._handle(msg, loop)
+            if not self._replay:
+                while (msg := source.recv(timeout=0)) is not None:  # what the bus still holds
+                    self._handle(msg, loop)
             self._store(self.sampler.flush(), loop)
         except Exception:
             log.exception("CAN reader failed")

@@ -58,6 +58,8 @@ class MinutePacket:
     values: np.ndarray
     present: np.ndarray
     clock: str = "frame"
+    clock_synced: bool | None = None  # was the gateway's wall clock synchronised (None: unknown)
+    clock_correction_ms: int = 0  # correction applied to frame times after a backward clock step
 
     @property
     def rows(self) -> int:
@@ -82,6 +84,8 @@ class MinutePacket:
             and self.start_time == other.start_time
             and self.fingerprint == other.fingerprint
             and self.clock == other.clock
+            and self.clock_synced == other.clock_synced
+            and self.clock_correction_ms == other.clock_correction_ms
             and np.array_equal(self.present, other.present)
             and np.array_equal(np.where(self.present, self.values, 0), np.where(other.present, other.values, 0))
         )
@@ -139,6 +143,10 @@ def encode(packet: MinutePacket, *, level: int = ZSTD_LEVEL) -> bytes:
         "first": _zigzag(filled[:, 0].copy()).tolist(),
         "mask": b"" if present.all() else np.packbits(present, axis=None).tobytes(),
     }
+    if packet.clock_synced is not None:
+        body["sync"] = bool(packet.clock_synced)
+    if packet.clock_correction_ms:
+        body["corr"] = int(packet.clock_correction_ms)
     widths[~col_has] = _ALL_MISSING
     body["w"] = widths.tobytes()
     for w in (1, 2, 4, 8):
@@ -233,6 +241,10 @@ def _decode_body(body: dict) -> MinutePacket:
     t0 = _field(body, "t0", int)
     if seq < 0 or t0 < 0:
         raise PacketDecodeError("malformed", "negative seq or start time")
+    synced = body.get("sync")
+    correction = body.get("corr", 0)
+    if not (synced is None or isinstance(synced, bool)) or type(correction) is not int:
+        raise PacketDecodeError("malformed", "bad clock fields")
     return MinutePacket(
         vehicle_id=_field(body, "vid", str),
         model=_field(body, "model", str),
@@ -243,4 +255,6 @@ def _decode_body(body: dict) -> MinutePacket:
         values=values,
         present=present,
         clock=_field(body, "clk", str),
+        clock_synced=synced,
+        clock_correction_ms=correction,
     )
