@@ -14,6 +14,8 @@ import importlib
 import logging
 import sys
 
+from dcm.errors import InputError
+
 SUBCOMMANDS = {
     "demo": "dcm.demo_cli",
     "gateway": "gateway.cli",
@@ -21,10 +23,6 @@ SUBCOMMANDS = {
     "simulate": "simulator.cli",
     "bench": "bench.cli",
 }
-
-
-class InputError(Exception):
-    """Bad input named by the user (a file, key or option): exit code 2."""
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict]:

@@ -29,7 +29,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcm.cli import InputError
+    from dcm.errors import InputError
     from dcm.service_runner import run_until_signal
     from gateway.config import ConfigError, check, load
     from gateway.replay import LogReplay, ReplayError

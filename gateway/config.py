@@ -146,8 +146,10 @@ def _collection(where: str, flat: Mapping[str, Any]) -> Collection:
             aggregates={k: tuple(v) for k, v in aggregates.items()},
             signals=frozenset(signals) if signals is not None else None,
         )
-    except (ValueError, SchemaError) as exc:
+    except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    except SchemaError as exc:
+        raise ConfigError(f"{where}: collect: {exc}") from None
 
 
 def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> GatewayConfig:
