@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -67,19 +68,26 @@ def find_mosquitto() -> str:
 
 
 @contextlib.contextmanager
-def private_mosquitto(port: int | None = None, *, persistence_dir: Path | None = None) -> Iterator[BrokerUrl]:
-    """Run a throw-away Mosquitto on a free loopback port for the duration of the block."""
+def private_mosquitto(port: int | None = None, *, persistence_dir: Path | None = None,
+                      extra_listener_lines: list[str] | None = None) -> Iterator[BrokerUrl]:
+    """Run a throw-away Mosquitto on a free loopback port for the duration of the block.
+
+    ``persistence_dir`` keeps sessions and queued messages across a restart on the same port;
+    ``extra_listener_lines`` go right after the ``listener`` line (TLS settings, say)."""
     binary = find_mosquitto()
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="dcm-mosquitto-") as tmp:
         conf = Path(tmp) / "mosquitto.conf"
         lines = [
             f"listener {port} 127.0.0.1",
+            *(extra_listener_lines or []),
             "allow_anonymous true",
             "max_queued_messages 100000",
             "max_inflight_messages 100",
             f"persistence {'true' if persistence_dir else 'false'}",
         ]
+        if os.geteuid() == 0:  # as root mosquitto would switch to user 'mosquitto' and lose our files
+            lines.append("user root")
         if persistence_dir:
             lines.append(f"persistence_location {persistence_dir}/")
         conf.write_text("\n".join(lines) + "\n")

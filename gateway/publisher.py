@@ -53,7 +53,7 @@ class PublisherSettings:
     backlog_rate: float = 50.0  # packets/s
     status_interval_s: float = 60.0
     backoff_min_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_max_s: float = 10.0
 
 
 def tls_context(broker: BrokerUrl, ca_file: str | None, cert_file: str | None, key_file: str | None) -> ssl.SSLContext | None:
