@@ -1,41 +1,101 @@
-"""``dcm sink``: store packets from the broker in a Parquet lake."""
+"""``dcm sink``: store packets from the broker in a Parquet lake; ``gaps`` and ``compact`` subcommands.
+
+::
+
+    dcm sink [--config sink.toml] [flags]          run the sink (flags override the file)
+    dcm sink gaps --config sink.toml [--state DB]  missing seq ranges per vehicle and boot
+    dcm sink compact --config sink.toml            merge small files of each lake partition
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    s = sub.add_parser("sink", help="store packets from the broker in a Parquet lake")
-    s.add_argument("--broker", default="mqtt://127.0.0.1:1883")
-    s.add_argument("--lake", type=Path, default=Path("lake"))
-    s.add_argument("--state", type=Path, default=Path("sink-state/state.sqlite"))
-    s.add_argument("--quarantine", type=Path, default=Path("sink-state/quarantine"))
+    s = sub.add_parser("sink", help="store packets from the broker in a Parquet lake (also: gaps, compact)")
+    s.add_argument("action", nargs="?", choices=("run", "gaps", "compact"), default="run")
+    s.add_argument("--config", type=Path, help="TOML config file (see cloud_sink/config.py)")
+    s.add_argument("--broker")
+    s.add_argument("--lake", help="lake root: a folder or a URI (file:///..., s3://bucket/prefix)")
+    s.add_argument("--layout", choices=("vehicle", "bucket"))
+    s.add_argument("--state", type=Path, action="append", default=[],
+                   help="staging database (gaps: repeat to combine the workers of a share group)")
+    s.add_argument("--quarantine", type=Path)
     s.add_argument("--dbc", type=Path, action="append", default=[], help="DBC whose schema is known up front")
     s.add_argument("--secret-file", type=Path, help="key for masking vehicle ids (required outside demos)")
-    s.add_argument("--topic-prefix", default="dcm")
+    s.add_argument("--topic-prefix")
     s.add_argument("--share-group", help="MQTT v5 shared subscription group, for N workers")
-    s.add_argument("--client-id", default="dcm-sink")
-    s.add_argument("--flush-interval", type=float, default=60.0)
+    s.add_argument("--client-id")
+    s.add_argument("--worker-id", help="goes into lake file names (default: the client id)")
+    s.add_argument("--roll-interval", type=float, help="seconds before waiting packets are written (default 900)")
+    s.add_argument("--roll-mib", type=float, help="MiB of waiting packets that trigger a write (default 128)")
+    s.add_argument("--http", help="host:port for /metrics and /vehicles/{masked}/latest")
+    s.add_argument("--min-age", type=float, default=3600.0, help="compact: only files older than this (s)")
+    s.add_argument("--json", action="store_true", help="gaps/compact: print JSON")
     return s
 
 
+def _config(args: argparse.Namespace):
+    from .config import load_config
+
+    overrides = {
+        "broker": args.broker, "lake_root": args.lake, "layout": args.layout,
+        "state_path": args.state[0] if args.state else None, "quarantine_dir": args.quarantine,
+        "dbc_paths": [str(p) for p in args.dbc] or None, "secret_file": str(args.secret_file) if args.secret_file else None,
+        "topic_prefix": args.topic_prefix, "share_group": args.share_group, "client_id": args.client_id,
+        "worker_id": args.worker_id, "roll_interval_s": args.roll_interval, "roll_mib": args.roll_mib,
+        "http": args.http,
+    }
+    return load_config(args.config, overrides)
+
+
 def run(args: argparse.Namespace) -> int:
-    from cloud_sink.service import Sink, SinkConfig
-    from dcm.broker import BrokerUrl
+    config = _config(args)
+    if args.action == "gaps":
+        return _gaps(args, config)
+    if args.action == "compact":
+        return _compact(args, config)
+    from cloud_sink.config import DEMO_SECRET
+    from cloud_sink.service import Sink
     from dcm.service_runner import run_until_signal
 
-    if args.secret_file:
-        secret = args.secret_file.read_bytes().strip()
-    else:
-        log.warning("no --secret-file: masking vehicle ids with the public demo key")
-        secret = b"dcm-demo-secret"
-    config = SinkConfig(broker=BrokerUrl.parse(args.broker), lake_root=args.lake, state_path=args.state,
-                        quarantine_dir=args.quarantine, vehicle_secret=secret, topic_prefix=args.topic_prefix,
-                        share_group=args.share_group, client_id=args.client_id, dbc_paths=tuple(args.dbc),
-                        flush_interval_s=args.flush_interval)
+    if config.vehicle_secret == DEMO_SECRET:
+        log.warning("no secret_file: masking vehicle ids with the public demo key")
     run_until_signal(Sink(config))
+    return 0
+
+
+def _gaps(args: argparse.Namespace, config) -> int:
+    from .staging import union_gaps
+
+    paths = args.state or [config.state_path]
+    gaps = union_gaps(paths)
+    if args.json:
+        print(json.dumps([{"vehicle": g.vehicle, "boot": g.boot.hex(), "first": g.first, "last": g.last,
+                           "missing": g.missing} for g in gaps]))
+    else:
+        for g in gaps:
+            span = str(g.first) if g.first == g.last else f"{g.first}-{g.last}"
+            print(f"{g.vehicle}\t{g.boot.hex()}\t{span}\t{g.missing}")
+        print(f"{len(gaps)} gaps, {sum(g.missing for g in gaps)} packets missing", file=sys.stderr)
+    return 0
+
+
+def _compact(args: argparse.Namespace, config) -> int:
+    from .compact import compact_lake
+    from .lake import Lake
+
+    lake = Lake(config.lake_root, layout=config.layout, buckets=config.buckets, compression=config.compression)
+    report = compact_lake(lake, min_age_s=args.min_age, target_bytes=config.roll_bytes)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['partitions']} partitions: {report['merged_files']} files merged into "
+              f"{report['outputs']}, {report['rows']} rows, {report['duplicate_rows']} duplicate rows dropped")
     return 0

@@ -64,6 +64,7 @@ class MqttIntake:
         if broker.tls:
             c.tls_set_context(ssl.create_default_context(cafile=ca_file))
         c.max_inflight_messages_set(100)
+        c.max_queued_messages_set(1000)  # bounds outgoing events while disconnected
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -85,6 +86,11 @@ class MqttIntake:
     def ack(self, mid: int, qos: int) -> None:
         if qos > 0:
             self._client.ack(mid, qos)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
+        """Queue an outgoing message; False when paho refused it (queue full or not connected)."""
+        info = self._client.publish(topic, payload, qos=qos)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:

@@ -1,31 +1,47 @@
-"""Turn decoded packets into Parquet files of a Hive-partitioned data lake.
+"""The Parquet data lake: layout, storage root (local folder or object store) and file writing.
 
-Layout::
+Layout (Hive partitions, readable by plain DuckDB/Spark/pyarrow)::
 
-    <root>/model=<model>/date=<YYYY-MM-DD>/vehicle=<masked id>/part-<batch>-<fingerprint>.parquet
+    <root>/model=<model>/date=<YYYY-MM-DD>/vehicle=<masked id>/part-<worker>-<batch>-<fingerprint>.parquet
+    <root>/model=<model>/date=<YYYY-MM-DD>/vehicle_bucket=<nn>/part-<worker>-<batch>-<fingerprint>.parquet
 
-One row per vehicle-second that has at least one value: ``ts`` (UTC
-seconds), ``boot_id``, ``seq`` and one column per schema column holding
-*physical* values (int64 where the DBC scaling keeps integers, else
-float64), null where the signal was not seen in that second. The raw
-vehicle id never reaches the lake: ``vehicle`` is a keyed HMAC of it.
+The first ("vehicle" layout, the default) gives every masked vehicle its own
+folder; the second ("bucket" layout) hashes masked ids into ``buckets``
+folders and stores the masked id in a ``vehicle`` column, which keeps files
+large for big fleets. The raw vehicle id never reaches the lake: the masked
+id is a keyed HMAC of it. The root is a local path or any URI
+``pyarrow.fs.FileSystem.from_uri`` understands (``file:///...``,
+``s3://bucket/prefix?endpoint_override=...``).
+
+File names depend only on (worker, batch, fingerprint), so redoing a batch
+after a crash overwrites its files. On a local filesystem a file is written
+under a temporary name, fsynced and renamed; on an object store the upload
+itself is atomic.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import hmac
+import json
+import logging
 import os
-from collections.abc import Iterable
+import uuid
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from minute_packet import MinutePacket, Schema
+log = logging.getLogger(__name__)
 
 DAY = 86400
+LAYOUTS = ("vehicle", "bucket")
+MANIFEST_PREFIX = "_compaction-"
+
+
+class LakeError(Exception):
+    """The lake root cannot be opened or a file cannot be written."""
 
 
 def mask_vehicle(secret: bytes, vehicle_id: str) -> str:
@@ -33,62 +49,137 @@ def mask_vehicle(secret: bytes, vehicle_id: str) -> str:
     return hmac.new(secret, vehicle_id.encode(), hashlib.sha256).hexdigest()[:16]
 
 
-def _safe(value: str) -> str:
-    """A partition value that cannot escape its folder."""
+def safe_value(value: str) -> str:
+    """A partition value or name part that cannot escape its folder."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in value) or "_"
 
 
-def packets_table(packets: list[MinutePacket], schema: Schema) -> pa.Table:
-    """The rows of packets that share one schema, rows without any value dropped."""
-    values = np.concatenate([p.values for p in packets], axis=1)
-    present = np.concatenate([p.present for p in packets], axis=1)
-    ts = np.concatenate([np.arange(p.start_time, p.start_time + p.rows, dtype=np.int64) for p in packets])
-    seq = np.concatenate([np.full(p.rows, p.seq, dtype=np.int64) for p in packets])
-    boot = [p.boot_id.hex() for p in packets for _ in range(p.rows)]
-    keep = present.any(axis=0)
-    arrays: dict[str, pa.Array] = {
-        "ts": pa.array(ts[keep], type=pa.timestamp("s", tz="UTC")),
-        "boot_id": pa.array([b for b, k in zip(boot, keep) if k], type=pa.string()).dictionary_encode(),
-        "seq": pa.array(seq[keep]),
-    }
-    values, present = values[:, keep], present[:, keep]
-    for c, col in enumerate(schema.columns):
-        arrays[col.name] = pa.array(col.physical(values[c]), mask=~present[c])
-    return pa.table(arrays)
+def date_of(day: int) -> str:
+    return dt.datetime.fromtimestamp(day * DAY, dt.timezone.utc).date().isoformat()
 
 
-def latest_values(packets: Iterable[MinutePacket], schema: Schema) -> dict[str, tuple[int, float | None]]:
-    """Per column name, the last present value and its time over the given packets."""
-    out: dict[str, tuple[int, float | None]] = {}
-    for p in sorted(packets, key=lambda p: p.start_time):
-        has = p.present.any(axis=1)
-        last_idx = p.rows - 1 - np.argmax(p.present[:, ::-1], axis=1)
-        for c in np.flatnonzero(has):
-            col = schema.columns[c]
-            value = col.physical(p.values[c, last_idx[c] : last_idx[c] + 1])[0]
-            out[col.name] = (p.start_time + int(last_idx[c]), float(value))
-    return out
+class Lake:
+    """A lake root plus its layout."""
+
+    def __init__(self, root: str | Path, *, layout: str = "vehicle", buckets: int = 64,
+                 compression: str = "zstd") -> None:
+        if layout not in LAYOUTS:
+            raise LakeError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        root = str(root)
+        try:
+            if "://" in root:
+                self.fs, base = pafs.FileSystem.from_uri(root)
+            else:
+                self.fs, base = pafs.LocalFileSystem(), str(Path(root).resolve())
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise LakeError(f"lake root {root!r}: {exc}") from exc
+        self.root = root
+        self.base = base.rstrip("/")
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.layout = layout
+        self.buckets = buckets
+        self.compression = compression
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    def part_key(self, masked: str) -> str:
+        """The value of the last partition level for a masked vehicle id."""
+        if self.layout == "vehicle":
+            return masked
+        width = len(f"{self.buckets - 1:x}")
+        return f"{int(masked[:8], 16) % self.buckets:0{width}x}"
+
+    def partition(self, model: str, day: int, part: str) -> str:
+        level = "vehicle" if self.layout == "vehicle" else "vehicle_bucket"
+        return f"model={safe_value(model)}/date={date_of(day)}/{level}={part}"
+
+    def path(self, rel: str) -> str:
+        return f"{self.base}/{rel}"
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def open_writer(self, rel: str, schema: pa.Schema) -> LakeFile:
+        return LakeFile(self, rel, schema)
+
+    def list_dir(self, rel: str) -> list[pafs.FileInfo]:
+        sel = pafs.FileSelector(self.path(rel), allow_not_found=True)
+        return self.fs.get_file_info(sel)
+
+    def partitions(self) -> list[str]:
+        """Every leaf partition folder (relative), found by walking the tree."""
+        sel = pafs.FileSelector(self.base, recursive=True, allow_not_found=True)
+        dirs = {Path(i.path).parent.as_posix() for i in self.fs.get_file_info(sel)
+                if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")}
+        return sorted(os.path.relpath(d, self.base) if self.local else d[len(self.base) + 1:] for d in dirs)
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
+
+    def delete(self, rel: str) -> None:
+        try:
+            self.fs.delete_file(self.path(rel))
+        except FileNotFoundError:
+            pass
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        target = self.path(rel)
+        tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp" if self.local else target
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(data)
+        if self.local:
+            _fsync(tmp)
+            self.fs.move(tmp, target)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    def compacted_names(self, partition: str) -> set[str]:
+        """File names of a partition already merged by a finished compaction (see ``compact``)."""
+        names: set[str] = set()
+        for info in self.list_dir(partition):
+            if info.base_name.startswith(MANIFEST_PREFIX) and info.base_name.endswith(".json"):
+                manifest = json.loads(self.read_bytes(f"{partition}/{info.base_name}"))
+                if self.exists(f"{partition}/{manifest['output']}"):
+                    names.update(manifest["inputs"])
+        return names
 
 
-def write_partitioned(
-    root: Path, batch: int, table: pa.Table, *, model: str, vehicle: str, fingerprint: bytes
-) -> list[str]:
-    """Write a vehicle's table into its date partitions; returns the files' paths relative to root.
+class LakeFile:
+    """One Parquet file being written row group by row group; :meth:`close` publishes it."""
 
-    File names depend only on (batch, fingerprint), so redoing a batch overwrites its files.
-    """
-    days = table["ts"].cast(pa.int64()).to_numpy() // DAY
-    files = []
-    for day in np.unique(days):
-        part = table.filter(pa.array(days == day))
-        date = dt.datetime.fromtimestamp(int(day) * DAY, dt.timezone.utc).date().isoformat()
-        rel = Path(f"model={_safe(model)}") / f"date={date}" / f"vehicle={vehicle}" / f"part-{batch:09d}-{fingerprint.hex()}.parquet"
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(part, tmp, compression="zstd")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        files.append(str(rel))
-    return files
+    def __init__(self, lake: Lake, rel: str, schema: pa.Schema) -> None:
+        self.lake, self.rel = lake, rel
+        target = lake.path(rel)
+        self._tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp" if lake.local else target
+        if lake.local:
+            lake.fs.create_dir(str(Path(target).parent), recursive=True)
+        try:
+            self._writer = pq.ParquetWriter(self._tmp, schema, filesystem=lake.fs, compression=lake.compression)
+        except (OSError, pa.ArrowException) as exc:
+            raise LakeError(f"{target}: {exc}") from exc
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        self._writer.close()
+        if self.lake.local:
+            _fsync(self._tmp)
+            self.lake.fs.move(self._tmp, self.lake.path(self.rel))
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self.lake.delete(self._tmp[len(self.lake.base) + 1:])
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,15 +1,18 @@
 """The cloud sink service: MQTT → validate → durable staging (+ack) → Parquet lake.
 
-Two named tasks in one TaskGroup: ``intake`` validates and stages messages
-in group commits and acknowledges them after the commit; ``lake-writer``
-moves staged packets into Parquet batches every ``flush_interval_s`` (or as
-soon as ``flush_packets`` are waiting) and once more on shutdown.
+Named tasks in one TaskGroup: ``intake`` validates and stages messages in
+group commits and acknowledges them after the commit; ``lake-writer`` cuts a
+batch from staging when enough bytes wait (``roll_bytes``), when the oldest
+waiting packet is ``roll_interval_s`` old, or when a newly learned schema
+unparks packets, and once more on shutdown; ``http`` serves ``/metrics``
+and the latest state when configured.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -17,31 +20,18 @@ from pathlib import Path
 import dbc as dbc_files
 from minute_packet import MinutePacket, PacketDecodeError, Schema, SchemaError, decode, schema_from_dbc
 
-from dcm.broker import BrokerUrl
-
+from .config import SinkConfig
+from .http import Sample, serve
 from .intake import Incoming, MqttIntake
-from .lake import latest_values, mask_vehicle, packets_table, write_partitioned
+from .lake import Lake, mask_vehicle
 from .quarantine import Quarantine
+from .registry import SchemaRegistry
 from .staging import NewPacket, Staging
+from .writer import DecodedCache, LakeWriter
+
+__all__ = ["Sink", "SinkConfig", "SinkStats"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class SinkConfig:
-    broker: BrokerUrl
-    lake_root: Path
-    state_path: Path
-    quarantine_dir: Path
-    vehicle_secret: bytes
-    topic_prefix: str = "dcm"
-    share_group: str | None = None  # MQTT v5 shared subscription group for scale-out
-    client_id: str = "dcm-sink"
-    dbc_paths: tuple[Path, ...] = ()  # schemas known up front (default collection)
-    flush_interval_s: float = 60.0
-    flush_packets: int = 5000
-    intake_batch: int = 500
-    ca_file: str | None = None
 
 
 @dataclasses.dataclass
@@ -52,8 +42,13 @@ class SinkStats:
     packets_stored: int = 0
     rows_stored: int = 0
     files_written: int = 0
+    batches: int = 0
     schemas_learned: int = 0
+    schema_events: int = 0
+    events_dropped: int = 0  # schema events not published (broker unreachable); still stored
+    last_lag_s: float = 0.0  # receive time - packet end time, of the last staged packet
     rejects: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    out_of_range: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
 class Sink:
@@ -62,30 +57,45 @@ class Sink:
         self.stats = SinkStats()
         self.staging = Staging(config.state_path)
         self.quarantine = Quarantine(config.quarantine_dir)
-        self.schemas: dict[bytes, Schema] = {}
-        for fp, payload in self.staging.schemas():
-            self.schemas[fp] = Schema.from_json(payload)
+        self.lake = Lake(config.lake_root, layout=config.layout, buckets=config.buckets,
+                         compression=config.compression)
+        self.registry = SchemaRegistry(self.staging, self._publish_event)
+        self.schemas = self.registry.schemas
         for path in config.dbc_paths:
             schema = schema_from_dbc(dbc_files.load(path), source=Path(path).name)
             self._learn(schema, schema.to_json())
-        self._decoded: dict[tuple[str, bytes, int], MinutePacket] = {}
+        self.cache = DecodedCache(config.decoded_cache)
+        self._masks: dict[str, str] = {}
+        self.writer = LakeWriter(self.lake, self.staging, self.quarantine, worker_id=config.worker,
+                                 schemas=self.schemas, mask=self.mask, cache=self.cache,
+                                 chunk_packets=config.chunk_packets)
         self._stop = asyncio.Event()
         self._flush_now = asyncio.Event()
+        self.http_port: int | None = None
+        self._gaps_cache: tuple[float, int] = (0.0, 0)
         prefix = config.topic_prefix
         telemetry = f"{prefix}/+/telemetry"
         if config.share_group:
             telemetry = f"$share/{config.share_group}/{telemetry}"
-        self.intake = MqttIntake(
-            config.broker, client_id=config.client_id, topics=[telemetry, f"{prefix}/schemas/+"], ca_file=config.ca_file
-        )
+        self.intake = MqttIntake(config.broker, client_id=config.client_id, topics=[telemetry, f"{prefix}/schemas/+"],
+                                 queue_size=config.queue_size, ca_file=config.ca_file)
+
+    def mask(self, vehicle_id: str) -> str:
+        masked = self._masks.get(vehicle_id)
+        if masked is None:
+            if len(self._masks) >= 100_000:
+                self._masks.clear()
+            masked = self._masks[vehicle_id] = mask_vehicle(self.config.vehicle_secret, vehicle_id)
+        return masked
 
     def _learn(self, schema: Schema, payload: bytes) -> None:
-        fp = schema.fingerprint
-        if fp not in self.schemas:
-            self.schemas[fp] = schema
+        if self.registry.learn(schema, payload):
             self.stats.schemas_learned += 1
-            log.info("schema %s learned (%d columns, %s)", fp.hex(), len(schema.columns), schema.source)
-        self.staging.save_schema(fp, payload, time.time())
+
+    def _publish_event(self, event: dict) -> None:
+        self.stats.schema_events += 1
+        if not self.intake.publish(f"{self.config.topic_prefix}/events/schema", json.dumps(event).encode()):
+            self.stats.events_dropped += 1
 
     def stop(self) -> None:
         self._stop.set()
@@ -96,14 +106,20 @@ class Sink:
             async with asyncio.TaskGroup() as tg:
                 intake = tg.create_task(self._intake_loop(), name="intake")
                 writer = tg.create_task(self._writer_loop(), name="lake-writer")
+                if self.config.http_host:
+                    tg.create_task(serve(self, self.config.http_host, self.config.http_port, self._stop,
+                                         self._bound), name="http")
                 await self._stop.wait()
                 intake.cancel()
                 self._flush_now.set()
                 await writer
         finally:
             self.intake.stop()
-            await asyncio.to_thread(self.flush)
+            await asyncio.to_thread(self.flush)  # clean shutdown: everything staged goes to the lake
             self.staging.close()
+
+    def _bound(self, port: int) -> None:
+        self.http_port = port
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -113,33 +129,33 @@ class Sink:
             batch = [await q.get()]
             while len(batch) < self.config.intake_batch and not q.empty():
                 batch.append(q.get_nowait())
-            new = [p for p in (self._accept(m) for m in batch) if p is not None]
+            accepted = [a for a in (self._accept(m) for m in batch) if a is not None]
+            new = [n for n, _ in accepted]
             if new:
                 fresh = await asyncio.to_thread(self.staging.stage, new)
-                for packet, is_new in zip(new, fresh):
+                uses = []
+                for (item, packet), is_new in zip(accepted, fresh):
                     if is_new:
                         self.stats.packets_staged += 1
+                        self.cache.put(packet)
+                        uses.append((item.model, self.mask(item.vehicle), item.fingerprint))
                     else:
                         self.stats.duplicates += 1
-                        self._decoded.pop((packet.vehicle, packet.boot, packet.seq), None)
+                if uses:
+                    await asyncio.to_thread(self.registry.observe, uses)
             for m in batch:  # only now is every packet of the batch safe on disk
                 self.intake.ack(m.mid, m.qos)
-            if self.staging_backlog() >= self.config.flush_packets:
-                self._flush_now.set()
 
-    def staging_backlog(self) -> int:
-        return self.stats.packets_staged - self.stats.packets_stored
-
-    def _accept(self, m: Incoming) -> NewPacket | None:
+    def _accept(self, m: Incoming) -> tuple[NewPacket, MinutePacket] | None:
         parts = m.topic.split("/")
         if len(parts) == 3 and parts[1] == "schemas":
             try:
                 schema = Schema.from_json(m.payload)
             except SchemaError as exc:
-                self.quarantine.put("bad_schema", m.topic, m.payload, str(exc))
+                self._reject("bad_schema", m, str(exc))
                 return None
             if schema.fingerprint.hex() != parts[2]:
-                self.quarantine.put("schema_fingerprint_mismatch", m.topic, m.payload, "topic and content differ")
+                self._reject("schema_fingerprint_mismatch", m, "topic and content differ")
                 return None
             self._learn(schema, m.payload)
             self._flush_now.set()  # parked packets may now be writable
@@ -148,55 +164,109 @@ class Sink:
         try:
             packet = decode(m.payload)
         except PacketDecodeError as exc:
-            self.quarantine.put(exc.reason, m.topic, m.payload, exc.detail)
+            self._reject(exc.reason, m, exc.detail)
             return None
         if len(parts) != 3 or parts[1] != packet.vehicle_id:
-            self.quarantine.put("vehicle_mismatch", m.topic, m.payload, f"packet is from {packet.vehicle_id!r}")
+            self._reject("vehicle_mismatch", m, f"packet is from {packet.vehicle_id!r}")
             return None
         schema = self.schemas.get(packet.fingerprint)
         if schema is not None and len(schema.columns) != packet.columns:
-            self.quarantine.put("schema_mismatch", m.topic, m.payload,
-                                f"{packet.columns} columns, schema {packet.fingerprint.hex()} has {len(schema.columns)}")
+            self._reject("schema_mismatch", m,
+                         f"{packet.columns} columns, schema {packet.fingerprint.hex()} has {len(schema.columns)}")
             return None
-        self._decoded[packet.key] = packet
-        return NewPacket(packet.vehicle_id, packet.boot_id, packet.seq, packet.fingerprint, packet.model,
-                         packet.start_time, packet.rows, m.payload, time.time())
+        now = time.time()
+        self.stats.last_lag_s = now - (packet.start_time + packet.rows)
+        new = NewPacket(packet.vehicle_id, packet.boot_id, packet.seq, packet.fingerprint, packet.model,
+                        self.lake.part_key(self.mask(packet.vehicle_id)), packet.start_time, packet.rows,
+                        m.payload, now)
+        return new, packet
+
+    def _reject(self, reason: str, m: Incoming, detail: str) -> None:
+        self.stats.rejects[reason] += 1
+        self.quarantine.put(reason, m.topic, m.payload, detail)
 
     # -- lake writer ----------------------------------------------------------------------------
+
+    def _tick(self) -> float:
+        return min(1.0, self.config.roll_interval_s / 4)
 
     async def _writer_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                await asyncio.wait_for(self._flush_now.wait(), timeout=self.config.flush_interval_s)
+                await asyncio.wait_for(self._flush_now.wait(), timeout=self._tick())
+                self._flush_now.clear()
+                force = True
             except TimeoutError:
-                pass
-            self._flush_now.clear()
-            await asyncio.to_thread(self.flush)
+                force = False
+            if force or await asyncio.to_thread(self._roll_due):
+                await asyncio.to_thread(self.flush)
+
+    def _roll_due(self) -> bool:
+        backlog = self.staging.backlog(self.schemas)
+        if backlog.packets == 0:
+            return False
+        return (backlog.bytes >= self.config.roll_bytes or backlog.packets >= self.config.max_batch_packets
+                or time.time() - (backlog.oldest or 0) >= self.config.roll_interval_s)
 
     def flush(self) -> int:
         """Write every staged packet with a known schema to the lake; returns packets written."""
         written = 0
-        while (job := self.staging.assign_batch(list(self.schemas), self.config.flush_packets)) is not None:
-            batch, staged = job
-            groups: dict[tuple[bytes, str, str], list[MinutePacket]] = collections.defaultdict(list)
-            for sp in staged:
-                packet = self._decoded.pop(sp.key, None) or decode(sp.payload)
-                groups[(packet.fingerprint, packet.model, packet.vehicle_id)].append(packet)
-            files: list[str] = []
-            latest: list[tuple[str, str, int, float | None]] = []
-            rows = 0
-            for (fp, model, vehicle_id), packets in groups.items():
-                schema = self.schemas[fp]
-                masked = mask_vehicle(self.config.vehicle_secret, vehicle_id)
-                table = packets_table(packets, schema)
-                rows += table.num_rows
-                files += write_partitioned(self.config.lake_root, batch, table, model=model, vehicle=masked,
-                                           fingerprint=fp)
-                latest += [(masked, name, ts, v) for name, (ts, v) in latest_values(packets, schema).items()]
-            self.staging.finish_batch(batch, files, latest)
-            self.stats.packets_stored += len(staged)
-            self.stats.rows_stored += rows
-            self.stats.files_written += len(files)
-            written += len(staged)
-            log.info("batch %d: %d packets, %d rows, %d files", batch, len(staged), rows, len(files))
+        while (job := self.staging.assign_batch(list(self.schemas), self.config.max_batch_packets)) is not None:
+            batch, redo, staged = job
+            if redo:
+                log.warning("batch %d was interrupted; writing it again (%d packets)", batch, len(staged))
+            result = self.writer.write_batch(batch, redo, staged)
+            self.staging.finish_batch(batch, result.files, result.latest)
+            self.stats.packets_stored += result.packets
+            self.stats.rows_stored += result.rows
+            self.stats.files_written += len(result.files)
+            self.stats.batches += 1
+            self.stats.out_of_range.update(result.out_of_range)
+            written += result.packets
+            log.info("batch %d: %d packets, %d rows, %d files", batch, result.packets, result.rows, len(result.files))
         return written
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def gap_count(self, max_age_s: float = 10.0) -> int:
+        """Missing seqs below each (vehicle, boot)'s highest seq, recomputed at most every ``max_age_s``."""
+        at, value = self._gaps_cache
+        if time.monotonic() - at > max_age_s:
+            value = self.staging.missing_count()
+            self._gaps_cache = (time.monotonic(), value)
+        return value
+
+    def metric_samples(self) -> list[Sample]:
+        s, c = self.stats, "counter"
+        backlog = self.staging.backlog(self.schemas)
+        out: list[Sample] = [
+            ("dcm_sink_packets_in_total", c, "packets received on telemetry topics", {}, s.packets_in),
+            ("dcm_sink_packets_staged_total", c, "new packets committed to staging", {}, s.packets_staged),
+            ("dcm_sink_packets_stored_total", c, "packets written to the lake", {}, s.packets_stored),
+            ("dcm_sink_rows_stored_total", c, "rows written to the lake", {}, s.rows_stored),
+            ("dcm_sink_duplicates_total", c, "duplicate deliveries dropped", {}, s.duplicates),
+            ("dcm_sink_files_written_total", c, "Parquet files written", {}, s.files_written),
+            ("dcm_sink_schemas_learned_total", c, "schemas learned", {}, s.schemas_learned),
+            ("dcm_sink_schema_events_total", c, "schema new/change events", {}, s.schema_events),
+            ("dcm_sink_schema_events_unpublished_total", c, "schema events not published", {}, s.events_dropped),
+            ("dcm_sink_decoded_cache_evictions_total", c, "decoded packets evicted before writing", {},
+             self.cache.evicted),
+            ("dcm_sink_quarantine_unsaved_total", c, "rejects counted but not saved (quarantine full)", {},
+             self.quarantine.dropped),
+            ("dcm_sink_staging_backlog_packets", "gauge", "staged packets waiting for the lake", {}, backlog.packets),
+            ("dcm_sink_staging_backlog_bytes", "gauge", "staged bytes waiting for the lake", {}, backlog.bytes),
+            ("dcm_sink_parked_packets", "gauge", "staged packets of unknown schema", {},
+             self.staging.pending() - backlog.packets),
+            ("dcm_sink_lag_seconds", "gauge", "age of the oldest packet waiting for the lake", {},
+             time.time() - backlog.oldest if backlog.oldest else 0.0),
+            ("dcm_sink_arrival_lag_seconds", "gauge", "receive time minus end time of the last packet", {},
+             s.last_lag_s),
+            ("dcm_sink_gap_packets", "gauge", "seqs missing per vehicle and boot, summed (this worker's view)", {},
+             self.gap_count()),
+        ]
+        for reason, n in sorted(self.quarantine.by_reason.items()):  # intake and write-time rejects
+            out.append(("dcm_sink_rejects_total", c, "rejected payloads by reason", {"reason": reason}, n))
+        for column, n in sorted(s.out_of_range.items()):
+            out.append(("dcm_sink_out_of_range_total", c, "values outside the DBC range, by column",
+                        {"column": column}, n))
+        return out

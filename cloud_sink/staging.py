@@ -4,36 +4,55 @@ Every accepted packet is inserted here, keyed by (vehicle, boot id, seq),
 *before* the broker gets its PUBACK; a second delivery of the same key is a
 duplicate and is dropped in the same transaction. The lake writer then moves
 staged packets into Parquet in numbered batches: a batch is assigned in one
-transaction, its files are written under names derived from the batch
-number (so redoing a batch after a crash overwrites, never duplicates), and
-the batch is marked done. A staged packet whose schema is not known yet
-simply waits here ("parked") until the schema arrives.
+transaction, its files are written under names derived from the worker id
+and batch number (so redoing a batch after a crash overwrites, never
+duplicates), and the batch is marked done. A staged packet whose schema is
+not known yet simply waits here ("parked") until the schema arrives.
 
-The same database holds the latest-state table: one row per (vehicle,
-signal) with the last present value and its time.
+The same database holds the learned schemas, schema-change events and the
+latest-state table (one row per masked vehicle and signal).
 """
 from __future__ import annotations
 
 import dataclasses
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS packets (
     vehicle TEXT NOT NULL, boot BLOB NOT NULL, seq INTEGER NOT NULL,
-    fingerprint BLOB NOT NULL, model TEXT NOT NULL, start_time INTEGER NOT NULL, rows INTEGER NOT NULL,
-    payload BLOB, batch INTEGER, received REAL NOT NULL,
+    fingerprint BLOB NOT NULL, model TEXT NOT NULL, part TEXT NOT NULL, start_time INTEGER NOT NULL,
+    rows INTEGER NOT NULL, size INTEGER NOT NULL, payload BLOB, batch INTEGER, received REAL NOT NULL,
     PRIMARY KEY (vehicle, boot, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS packets_pending ON packets (batch) WHERE payload IS NOT NULL;
 CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, files TEXT);
 CREATE TABLE IF NOT EXISTS schemas (fingerprint BLOB PRIMARY KEY, json BLOB NOT NULL, first_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS schema_use (
+    scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, first_seen REAL NOT NULL,
+    PRIMARY KEY (scope, key, fingerprint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schema_events (
+    id INTEGER PRIMARY KEY, time REAL NOT NULL, scope TEXT NOT NULL, key TEXT NOT NULL,
+    old_fingerprint BLOB, new_fingerprint BLOB NOT NULL, detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS latest_state (
     vehicle TEXT NOT NULL, signal TEXT NOT NULL, ts INTEGER NOT NULL, value REAL,
     PRIMARY KEY (vehicle, signal)
 ) WITHOUT ROWID;
+"""
+
+_GAPS_SQL = """
+WITH ordered AS (
+    SELECT vehicle, boot, seq, LAG(seq, 1, -1) OVER (PARTITION BY vehicle, boot ORDER BY seq) AS prev
+    FROM {source}
+)
+SELECT vehicle, boot, prev + 1, seq - 1 FROM ordered WHERE seq > prev + 1 ORDER BY vehicle, boot, seq
 """
 
 
@@ -47,6 +66,9 @@ class StagedPacket:
     boot: bytes
     seq: int
     fingerprint: bytes
+    model: str
+    part: str
+    start_time: int
     payload: bytes
 
     @property
@@ -56,17 +78,39 @@ class StagedPacket:
 
 @dataclasses.dataclass(frozen=True)
 class NewPacket:
-    """A packet accepted at intake, to be staged."""
+    """A packet accepted at intake, to be staged. ``part`` is its lake partition key."""
 
     vehicle: str
     boot: bytes
     seq: int
     fingerprint: bytes
     model: str
+    part: str
     start_time: int
     rows: int
     payload: bytes
     received: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Backlog:
+    """Staged packets with a known schema that wait for the lake."""
+
+    packets: int
+    bytes: int
+    oldest: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Gap:
+    vehicle: str
+    boot: bytes
+    first: int
+    last: int
+
+    @property
+    def missing(self) -> int:
+        return self.last - self.first + 1
 
 
 class Staging:
@@ -80,15 +124,16 @@ class Staging:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StagingError(f"{self.path}: {exc}") from exc
 
-    def _tx(self, fn, *args):
+    def _tx(self, fn: Callable[[], T]) -> T:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                result = fn(*args)
+                result = fn()
                 self._db.execute("COMMIT")
                 return result
             except sqlite3.Error as exc:
@@ -98,6 +143,13 @@ class Staging:
                     pass
                 raise StagingError(f"{self.path}: {exc}") from exc
 
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StagingError(f"{self.path}: {exc}") from exc
+
     def stage(self, packets: Sequence[NewPacket]) -> list[bool]:
         """Durably insert packets; returns per packet True if new, False if a duplicate."""
 
@@ -105,24 +157,38 @@ class Staging:
             out = []
             for p in packets:
                 cur = self._db.execute(
-                    "INSERT OR IGNORE INTO packets (vehicle, boot, seq, fingerprint, model, start_time, rows,"
-                    " payload, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (p.vehicle, p.boot, p.seq, p.fingerprint, p.model, p.start_time, p.rows, p.payload, p.received),
+                    "INSERT OR IGNORE INTO packets (vehicle, boot, seq, fingerprint, model, part, start_time, rows,"
+                    " size, payload, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (p.vehicle, p.boot, p.seq, p.fingerprint, p.model, p.part, p.start_time, p.rows,
+                     len(p.payload), p.payload, p.received),
                 )
                 out.append(cur.rowcount == 1)
             return out
 
         return self._tx(run)
 
-    def assign_batch(self, fingerprints: Iterable[bytes], limit: int) -> tuple[int, list[StagedPacket]] | None:
+    def backlog(self, fingerprints: Iterable[bytes]) -> Backlog:
+        known = list(fingerprints)
+        if not known:
+            return Backlog(0, 0, None)
+        marks = ",".join("?" * len(known))
+        n, size, oldest = self._read(
+            f"SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(received) FROM packets"
+            f" WHERE payload IS NOT NULL AND batch IS NULL AND fingerprint IN ({marks})", known)[0]
+        return Backlog(int(n), int(size), oldest)
+
+    def assign_batch(self, fingerprints: Iterable[bytes], limit: int) -> tuple[int, bool, list[StagedPacket]] | None:
         """Put up to ``limit`` staged packets with a known schema into a new batch.
 
-        An unfinished batch (left by a crash) is returned first, so it is redone.
+        Returns (batch, redo, packets) with the packets in lake order (model, partition,
+        day, fingerprint, vehicle, time). An unfinished batch (left by a crash) is
+        returned first with ``redo`` true, so it is written again.
         """
         known = list(fingerprints)
 
         def run():
             row = self._db.execute("SELECT id FROM batches WHERE done = 0 ORDER BY id LIMIT 1").fetchone()
+            redo = row is not None
             if row is None:
                 if not known:
                     return None
@@ -142,9 +208,12 @@ class Staging:
             else:
                 batch = row[0]
             rows = self._db.execute(
-                "SELECT vehicle, boot, seq, fingerprint, payload FROM packets WHERE batch = ?", (batch,)
+                "SELECT vehicle, boot, seq, fingerprint, model, part, start_time, payload FROM packets"
+                " WHERE batch = ? AND payload IS NOT NULL"
+                " ORDER BY model, part, start_time / 86400, fingerprint, vehicle, boot, start_time, seq", (batch,)
             ).fetchall()
-            return batch, [StagedPacket(v, bytes(b), s, bytes(f), bytes(p)) for v, b, s, f, p in rows]
+            return batch, redo, [StagedPacket(v, bytes(b), s, bytes(f), m, pt, t, bytes(p))
+                                 for v, b, s, f, m, pt, t, p in rows]
 
         return self._tx(run)
 
@@ -164,6 +233,13 @@ class Staging:
 
         self._tx(run)
 
+    def drop(self, keys: Iterable[tuple[str, bytes, int]]) -> None:
+        """Forget the payloads of packets rejected at write time (their keys stay for dedupe)."""
+        self._tx(lambda: self._db.executemany(
+            "UPDATE packets SET payload = NULL WHERE vehicle = ? AND boot = ? AND seq = ?", list(keys)))
+
+    # -- schemas --------------------------------------------------------------------------------
+
     def save_schema(self, fingerprint: bytes, payload: bytes, now: float) -> bool:
         """Remember a schema; True when it was new."""
         return self._tx(
@@ -175,22 +251,71 @@ class Staging:
         )
 
     def schemas(self) -> list[tuple[bytes, bytes]]:
-        with self._lock:
-            return [(bytes(f), bytes(j)) for f, j in self._db.execute("SELECT fingerprint, json FROM schemas")]
+        return [(bytes(f), bytes(j)) for f, j in self._read("SELECT fingerprint, json FROM schemas")]
+
+    def schema_uses(self) -> list[tuple[str, str, bytes]]:
+        """Every (scope, key, fingerprint) seen, oldest first."""
+        rows = self._read("SELECT scope, key, fingerprint FROM schema_use ORDER BY first_seen")
+        return [(s, k, bytes(f)) for s, k, f in rows]
+
+    def record_schema_use(self, uses: Sequence[tuple[str, str, bytes]], now: float,
+                          events: Sequence[tuple[str, str, bytes | None, bytes, str]]) -> list[int]:
+        """Store new (scope, key, fingerprint) uses and their change events; returns the event ids."""
+
+        def run() -> list[int]:
+            self._db.executemany("INSERT OR IGNORE INTO schema_use VALUES (?, ?, ?, ?)",
+                                 [(s, k, f, now) for s, k, f in uses])
+            return [int(self._db.execute(
+                "INSERT INTO schema_events (time, scope, key, old_fingerprint, new_fingerprint, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)", (now, *e)).lastrowid) for e in events]
+
+        return self._tx(run)
+
+    def schema_events(self) -> list[tuple[int, float, str, str, bytes | None, bytes, str]]:
+        rows = self._read("SELECT id, time, scope, key, old_fingerprint, new_fingerprint, detail"
+                          " FROM schema_events ORDER BY id")
+        return [(i, t, s, k, bytes(o) if o is not None else None, bytes(n), d) for i, t, s, k, o, n, d in rows]
+
+    # -- queries --------------------------------------------------------------------------------
 
     def count(self, where: str = "1") -> int:
-        with self._lock:
-            return int(self._db.execute(f"SELECT COUNT(*) FROM packets WHERE {where}").fetchone()[0])
+        return int(self._read(f"SELECT COUNT(*) FROM packets WHERE {where}")[0][0])
 
     def pending(self) -> int:
         """Packets staged but not yet in the lake (including parked ones)."""
         return self.count("payload IS NOT NULL")
 
+    def gaps(self) -> list[Gap]:
+        """Per (vehicle, boot), the seq ranges never received (before the highest seq seen)."""
+        return [Gap(v, bytes(b), a, z) for v, b, a, z in self._read(_GAPS_SQL.format(source="packets"))]
+
+    def missing_count(self) -> int:
+        """Total number of seqs missing below each (vehicle, boot)'s highest seq."""
+        return int(self._read("SELECT COALESCE(SUM(top + 1 - n), 0) FROM"
+                              " (SELECT MAX(seq) AS top, COUNT(*) AS n FROM packets GROUP BY vehicle, boot)")[0][0])
+
     def latest_state(self, vehicle: str) -> dict[str, tuple[int, float | None]]:
-        with self._lock:
-            rows = self._db.execute("SELECT signal, ts, value FROM latest_state WHERE vehicle = ?", (vehicle,))
-            return {s: (t, v) for s, t, v in rows}
+        rows = self._read("SELECT signal, ts, value FROM latest_state WHERE vehicle = ?", (vehicle,))
+        return {s: (t, v) for s, t, v in rows}
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def union_gaps(paths: Sequence[str | Path]) -> list[Gap]:
+    """Gaps over the union of several workers' staging databases (read-only)."""
+    if not paths:
+        return []
+    db = sqlite3.connect("file::memory:", uri=True)
+    try:
+        for i, path in enumerate(paths):
+            if not Path(path).exists():
+                raise StagingError(f"{path}: no such staging database")
+            db.execute(f"ATTACH DATABASE ? AS w{i}", (f"file:{Path(path).resolve()}?mode=ro",))
+        source = "(" + " UNION ".join(f"SELECT vehicle, boot, seq FROM w{i}.packets" for i in range(len(paths))) + ")"
+        return [Gap(v, bytes(b), a, z) for v, b, a, z in db.execute(_GAPS_SQL.format(source=source))]
+    except sqlite3.Error as exc:
+        raise StagingError(f"{', '.join(map(str, paths))}: {exc}") from exc
+    finally:
+        db.close()

@@ -1,0 +1,157 @@
+"""Staged packets → Parquet files, one numbered batch at a time.
+
+A batch's packets arrive from staging in lake order, so the packets of one
+output file (model, day, vehicle or bucket, fingerprint) are consecutive:
+only one file is open at a time and it is fed in chunks of at most
+``chunk_packets`` decoded packets (one row group each), which bounds memory
+however large the batch. Decoded packets come from a bounded cache filled at
+intake (evictions counted) or are decoded again from the staged bytes.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from minute_packet import MinutePacket, PacketDecodeError, Schema, decode
+
+from .lake import DAY, Lake, LakeFile, safe_value
+from .quarantine import Quarantine
+from .staging import StagedPacket, Staging
+from .table import TableBuilder
+
+log = logging.getLogger(__name__)
+
+
+class DecodedCache:
+    """Packets decoded at intake, kept for the writer; bounded, oldest evicted first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.evicted = 0
+        self._items: collections.OrderedDict[tuple[str, bytes, int], MinutePacket] = collections.OrderedDict()
+
+    def put(self, packet: MinutePacket) -> None:
+        if self.capacity <= 0:
+            self.evicted += 1
+            return
+        self._items[packet.key] = packet
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+            self.evicted += 1
+
+    def pop(self, key: tuple[str, bytes, int]) -> MinutePacket | None:
+        return self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclasses.dataclass
+class BatchResult:
+    files: list[str]
+    packets: int
+    rows: int
+    rejected: int
+    out_of_range: collections.Counter
+    latest: list[tuple[str, str, int, float | None]]
+
+
+class LakeWriter:
+    """Writes staged batches of one worker into the lake."""
+
+    def __init__(self, lake: Lake, staging: Staging, quarantine: Quarantine, *, worker_id: str,
+                 schemas: dict[bytes, Schema], mask: Callable[[str], str], cache: DecodedCache,
+                 chunk_packets: int = 500) -> None:
+        self.lake, self.staging, self.quarantine = lake, staging, quarantine
+        self.worker_id = safe_value(worker_id)
+        self.schemas = schemas
+        self.mask = mask
+        self.cache = cache
+        self.chunk_packets = chunk_packets
+        self._builders: dict[bytes, TableBuilder] = {}
+
+    def builder(self, fingerprint: bytes) -> TableBuilder:
+        b = self._builders.get(fingerprint)
+        if b is None:
+            b = self._builders[fingerprint] = TableBuilder(self.schemas[fingerprint])
+        return b
+
+    def write_batch(self, batch: int, redo: bool, staged: list[StagedPacket]) -> BatchResult:
+        """Write one batch's files; the caller marks the batch finished with the result."""
+        result = BatchResult([], 0, 0, 0, collections.Counter(), [])
+        bad: list[tuple[str, bytes, int]] = []
+        i = 0
+        while i < len(staged):
+            first = staged[i]
+            key = (first.model, first.part, first.start_time // DAY, first.fingerprint)
+            j = i
+            while j < len(staged) and (staged[j].model, staged[j].part, staged[j].start_time // DAY,
+                                       staged[j].fingerprint) == key:
+                j += 1
+            self._write_file(batch, redo, staged[i:j], key, result, bad)
+            i = j
+        if bad:
+            self.staging.drop(bad)
+        result.rejected = len(bad)
+        return result
+
+    def _decoded(self, sp: StagedPacket, schema: Schema, bad: list) -> MinutePacket | None:
+        packet = self.cache.pop(sp.key)
+        if packet is None:
+            try:
+                packet = decode(sp.payload)
+            except PacketDecodeError as exc:  # intake checked it: only a corrupted staging row gets here
+                self.quarantine.put(exc.reason, f"staging/{sp.vehicle}", sp.payload, exc.detail)
+                bad.append(sp.key)
+                return None
+        if packet.columns != len(schema.columns):  # a parked packet whose schema turned out different
+            self.quarantine.put("schema_mismatch", f"staging/{sp.vehicle}", sp.payload,
+                                f"{packet.columns} columns, schema {sp.fingerprint.hex()} has {len(schema.columns)}")
+            bad.append(sp.key)
+            return None
+        return packet
+
+    def _write_file(self, batch: int, redo: bool, group: list[StagedPacket],
+                    key: tuple[str, str, int, bytes], result: BatchResult, bad: list) -> None:
+        model, part, day, fp = key
+        partition = self.lake.partition(model, day, part)
+        name = f"part-{self.worker_id}-{batch:09d}-{fp.hex()}.parquet"
+        rel = f"{partition}/{name}"
+        builder = self.builder(fp)
+        if redo and name in self.lake.compacted_names(partition):
+            log.warning("batch %d: %s was already compacted; not writing it again", batch, rel)
+            for sp in group:
+                self.cache.pop(sp.key)
+            return
+        out: LakeFile | None = None
+        try:
+            for k in range(0, len(group), self.chunk_packets):
+                chunk = group[k:k + self.chunk_packets]
+                packets, masked = [], []
+                for sp in chunk:
+                    p = self._decoded(sp, builder.schema, bad)
+                    if p is not None:
+                        packets.append(p)
+                        masked.append(self.mask(sp.vehicle))
+                if not packets:
+                    continue
+                built = builder.build(packets, masked, vehicle_column=self.lake.layout == "bucket")
+                if out is None:
+                    out = self.lake.open_writer(rel, built.table.schema)
+                out.write(built.table)
+                result.packets += len(packets)
+                result.rows += built.table.num_rows
+                result.latest += built.latest
+                for c in np.flatnonzero(built.out_of_range):
+                    result.out_of_range[builder.names[c]] += int(built.out_of_range[c])
+            if out is not None:
+                out.close()
+                result.files.append(rel)
+        except BaseException:
+            if out is not None:
+                out.abort()
+            raise
