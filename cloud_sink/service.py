@@ -129,22 +129,26 @@ class Sink:
             batch = [await q.get()]
             while len(batch) < self.config.intake_batch and not q.empty():
                 batch.append(q.get_nowait())
-            accepted = [a for a in (self._accept(m) for m in batch) if a is not None]
-            new = [n for n, _ in accepted]
-            if new:
-                fresh = await asyncio.to_thread(self.staging.stage, new)
-                uses = []
-                for (item, packet), is_new in zip(accepted, fresh):
-                    if is_new:
-                        self.stats.packets_staged += 1
-                        self.cache.put(packet)
-                        uses.append((item.model, self.mask(item.vehicle), item.fingerprint))
-                    else:
-                        self.stats.duplicates += 1
-                if uses:
-                    await asyncio.to_thread(self.registry.observe, uses)
+            await asyncio.to_thread(self.ingest, batch)
             for m in batch:  # only now is every packet of the batch safe on disk
                 self.intake.ack(m.mid, m.qos)
+
+    def ingest(self, messages: list[Incoming]) -> None:
+        """Validate, dedupe and durably stage messages (one transaction); rejects go to quarantine."""
+        accepted = [a for a in (self._accept(m) for m in messages) if a is not None]
+        if not accepted:
+            return
+        fresh = self.staging.stage([n for n, _ in accepted])
+        uses = []
+        for (item, packet), is_new in zip(accepted, fresh):
+            if is_new:
+                self.stats.packets_staged += 1
+                self.cache.put(packet)
+                uses.append((item.model, self.mask(item.vehicle), item.fingerprint))
+            else:
+                self.stats.duplicates += 1
+        if uses:
+            self.registry.observe(uses)
 
     def _accept(self, m: Incoming) -> tuple[NewPacket, MinutePacket] | None:
         parts = m.topic.split("/")
