@@ -2,9 +2,9 @@
 
 Kernel CAN timestamps follow the system's wall clock, which can step: NTP
 fixing a Pi's clock after boot (no RTC battery), an operator's ``date -s``.
-The reader feeds every frame's timestamp with the system's wall-minus-
-monotonic offset at receipt; a change of that offset larger than
-``step_s`` is a step. A forward step is followed (time simply advances and
+The reader reports the system's wall-minus-monotonic offset every few
+hundred frames (:meth:`ClockGuard.observe`); a change of that offset larger
+than ``step_s`` is a step. A forward step is followed (time simply advances and
 the packets say so); a backward step is absorbed into a correction added
 to frame times, so sample time continues where it was, and the correction
 is then slewed away (sample time runs ``slew`` slower than real time until
@@ -38,8 +38,10 @@ class ClockGuard:
         self._last_mono = 0.0
         self._last_out = float("-inf")
 
-    def sample_time(self, frame_ts: float, wall_minus_mono: float, mono: float) -> float:
-        """Corrected sample time of a frame received at monotonic time ``mono``."""
+    def observe(self, wall_minus_mono: float, mono: float) -> None:
+        """Check the system clock (``time.time() - time.monotonic()`` at ``mono``) for a step.
+
+        Cheap but not free: the gateway calls it every few hundred frames and when idle."""
         if self._offset is not None:
             if self.correction > 0:
                 self.correction = max(0.0, self.correction - self.slew * (mono - self._last_mono))
@@ -57,7 +59,12 @@ class ClockGuard:
                                 -jump, 100 * self.slew)
         self._offset = wall_minus_mono
         self._last_mono = mono
-        out = max(frame_ts + self.correction, self._last_out)
+
+    def sample_time(self, frame_ts: float) -> float:
+        """A frame's sample time: its timestamp plus the correction, never earlier than the last."""
+        out = frame_ts + self.correction
+        if out < self._last_out:
+            return self._last_out
         self._last_out = out
         return out
 

@@ -33,6 +33,8 @@ from .sampler import Sampler
 
 log = logging.getLogger(__name__)
 
+CLOCK_CHECK_FRAMES = 256  # frames between wall-clock step checks (~0.1 s on a busy bus)
+
 
 @dataclasses.dataclass
 class GatewayStats:
@@ -87,6 +89,7 @@ class Gateway:
         self._own_bus = bus is None
         self._reader_done = asyncio.Event()
         self._synced: bool | None = clock_synchronised()
+        self._frames_since_check = 0
 
     def _open_bus(self) -> can.BusABC:
         kwargs: dict[str, Any] = {"interface": self.config.interface, "channel": self.config.channel}
@@ -168,17 +171,26 @@ class Gateway:
             self.stats.rows_made += packet.rows
         loop.call_soon_threadsafe(self.publisher.wake.set)
 
+    def _check_clock(self) -> None:
+        mono = time.monotonic()
+        self.clock.observe(time.time() - mono, mono)
+
     def _handle(self, msg: can.Message, loop: asyncio.AbstractEventLoop) -> None:
         ts = msg.timestamp
         if not self._replay:
-            mono = time.monotonic()
-            ts = self.clock.sample_time(ts, time.time() - mono, mono)
+            self._frames_since_check += 1
+            if self._frames_since_check >= CLOCK_CHECK_FRAMES:
+                self._frames_since_check = 0
+                self._check_clock()
+            ts = self.clock.sample_time(ts)
         packets = self.sampler.add(ts, frame_key(msg.arbitration_id, msg.is_extended_id), msg.data)
         if packets:
             self._store(packets, loop)
 
     def _read_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         source = self.source
+        if not self._replay:
+            self._check_clock()
         last_frame = time.monotonic()
         pending = False  # the sampler holds seconds not yet in a packet
         try:
@@ -188,6 +200,8 @@ class Gateway:
                 except EOFError:  # a replayed log ended
                     break
                 if msg is None:
+                    if not self._replay:
+                        self._check_clock()
                     if pending and time.monotonic() - last_frame > self.config.idle_flush_s:
                         self._store(self.sampler.flush(), loop)
                         pending = False

@@ -6,7 +6,11 @@ from gateway.clock import ClockGuard, clock_synchronised
 
 def _feed(guard, events):
     """events: (monotonic time, wall offset); frames stamped by the (stepping) wall clock."""
-    return [guard.sample_time(mono + off, off, mono) for mono, off in events]
+    out = []
+    for mono, off in events:
+        guard.observe(off, mono)
+        out.append(guard.sample_time(mono + off))
+    return out
 
 
 def test_steady_clock_passes_frame_times_through():
@@ -33,6 +37,12 @@ def test_forward_step_is_followed():
     out = _feed(g, [(0.0, 0.0), (0.1, 0.0), (0.2, 3600.0), (0.3, 3600.0)])
     assert out == [0.0, 0.1, 3600.2, 3600.3]
     assert g.stats.steps_forward == 1 and g.correction == 0
+
+
+def test_frames_between_observations_never_go_backwards():
+    g = ClockGuard()
+    g.observe(100.0, 0.0)
+    assert [g.sample_time(t) for t in (100.0, 100.5, 70.0, 70.1, 101.0)] == [100.0, 100.5, 100.5, 100.5, 101.0]
 
 
 def test_small_jitter_is_not_a_step():
