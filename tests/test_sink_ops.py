@@ -1,0 +1,142 @@
+"""Operations: the TOML config loader, ``dcm sink gaps``, and a running sink's HTTP endpoints and
+schema events against a real Mosquitto."""
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+
+import dbc
+from cloud_sink.config import ConfigError, SinkConfig, load_config
+from cloud_sink.http import render
+from cloud_sink.intake import Incoming
+from cloud_sink.lake import mask_vehicle
+from cloud_sink.service import Sink
+from dcm.broker import BrokerUrl
+from dcm.cli import main as dcm_main
+from minute_packet import encode
+
+from test_sink import SECRET, Publish, _config, _packet, _run_sink, schema  # noqa: F401  (fixture)
+
+
+def test_toml_config_with_overrides(tmp_path):
+    (tmp_path / "key.bin").write_bytes(b"0123456789abcdef\n")
+    cfg = tmp_path / "sink.toml"
+    cfg.write_text('broker = "mqtt://broker.example:1884"\nsecret_file = "key.bin"\nstate = "st/s.sqlite"\n'
+                   'share_group = "sinks"\nhttp = "127.0.0.1:0"\ndbc = ["a.dbc"]\n'
+                   '[lake]\nroot = "s3://bucket/lake"\nlayout = "bucket"\nroll_mib = 0.5\nroll_interval_s = 60\n')
+    c = load_config(cfg, {"client_id": "w7", "roll_interval_s": 5.0})
+    assert (c.broker.host, c.broker.port, c.vehicle_secret) == ("broker.example", 1884, b"0123456789abcdef")
+    assert c.state_path == tmp_path / "st" / "s.sqlite" and c.dbc_paths == (tmp_path / "a.dbc",)
+    assert (c.lake_root, c.layout, c.roll_bytes, c.roll_interval_s) == ("s3://bucket/lake", "bucket", 1 << 19, 5.0)
+    assert (c.http_host, c.http_port, c.share_group, c.worker) == ("127.0.0.1", 0, "sinks", "w7")
+    with pytest.raises(AttributeError):
+        c.layout = "vehicle"  # frozen
+
+
+@pytest.mark.parametrize("text, words", [
+    ("brokr = 'mqtt://x'\n", ["unknown key 'brokr'"]),
+    ("[lake]\nbuckets = 'many'\n", ["lake.buckets", "str"]),
+    ("[lake]\nlayout = 'daily'\n", ["layout"]),
+    ("broker = 'http://x'\n", ["broker"]),
+    ("secret_file = 'missing.key'\n", ["secret_file"]),
+    ("http = 'nope'\n", ["http"]),
+    ("broker = \n", []),
+])
+def test_config_errors_name_the_file_and_key_and_exit_2(tmp_path, capsys, text, words):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert str(cfg) in str(err.value) and all(w in str(err.value) for w in words)
+    assert dcm_main(["sink", "--config", str(cfg)]) == 2
+    assert str(cfg) in capsys.readouterr().err
+
+
+def test_gaps_cli_lists_missing_ranges(tmp_path, schema, capsys):
+    sink = Sink(SinkConfig(broker=BrokerUrl("127.0.0.1", 1), lake_root=tmp_path / "lake",
+                           state_path=tmp_path / "s.sqlite", quarantine_dir=tmp_path / "q", vehicle_secret=SECRET,
+                           dbc_paths=(dbc.REFERENCE_DBC,)))
+    boot = uuid.uuid4().bytes
+    sink.ingest([Incoming("dcm/CAR1/telemetry", encode(_packet(schema, "CAR1", s, boot, rows=5)), s, 1, False)
+                 for s in (0, 1, 4, 5, 9)])
+    assert sink.gap_count() == 5
+    sink.staging.close()
+    assert dcm_main(["sink", "gaps", "--state", str(tmp_path / "s.sqlite"), "--json"]) == 0
+    gaps = json.loads(capsys.readouterr().out)
+    assert [(g["vehicle"], g["boot"], g["first"], g["last"]) for g in gaps] == [
+        ("CAR1", boot.hex(), 2, 3), ("CAR1", boot.hex(), 6, 8)]
+
+
+def test_render_prometheus_text():
+    text = render([("a_total", "counter", "things", {}, 3), ("b", "gauge", "x", {"reason": 'q"1'}, 1.5)])
+    assert text == ('# HELP a_total things\n# TYPE a_total counter\na_total 3\n'
+                    '# HELP b x\n# TYPE b gauge\nb{reason="q\\"1"} 1.5\n')
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+class _Events:
+    def __init__(self, broker, topic):
+        self.got: list[dict] = []
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.c.on_message = lambda c, u, m: self.got.append(json.loads(m.payload))
+        self.c.connect(broker.host, broker.port)
+        self.c.subscribe(topic, qos=1)
+        self.c.loop_start()
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_http_metrics_latest_state_and_schema_events(tmp_path, broker, schema):
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    boot = uuid.uuid4().bytes
+    topic = f"{prefix}/CAR5/telemetry"
+    items = [(topic, encode(_packet(schema, "CAR5", s, boot)), False) for s in (0, 1, 3)]
+    items += [(topic, items[0][1], False), (topic, b"MP\x01\x00junk", False)]
+    events = _Events(broker, f"{prefix}/events/schema")
+    seen: dict[str, tuple[int, str]] = {}
+    masked = mask_vehicle(SECRET, "CAR5")
+
+    class Check(Publish):
+        async def __call__(self, sink):
+            await super().__call__(sink)
+            for _ in range(200):
+                if sink.stats.packets_stored >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            base = f"http://127.0.0.1:{sink.http_port}"
+            seen["metrics"] = await asyncio.to_thread(_get, base + "/metrics")
+            seen["latest"] = await asyncio.to_thread(_get, f"{base}/vehicles/{masked}/latest")
+            seen["unknown"] = await asyncio.to_thread(_get, f"{base}/vehicles/0000/latest")
+
+    config = _config(tmp_path, broker, prefix, dbc_paths=(dbc.REFERENCE_DBC,), http_host="127.0.0.1", http_port=0)
+    sink = asyncio.run(_run_sink(config, Check(broker, items, lambda s: True)))
+    events.close()
+    status, metrics = seen["metrics"]
+    assert status == 200
+    lines = set(metrics.splitlines())
+    for line in ("dcm_sink_packets_in_total 5", "dcm_sink_packets_stored_total 3", "dcm_sink_duplicates_total 1",
+                 'dcm_sink_rejects_total{reason="corrupt_compression"} 1', "dcm_sink_gap_packets 1",
+                 "dcm_sink_staging_backlog_packets 0", "# TYPE dcm_sink_lag_seconds gauge"):
+        assert line in lines, line
+    assert any(line.startswith('dcm_sink_out_of_range_total{column="') for line in lines)
+    status, body = seen["latest"]
+    latest = json.loads(body)
+    assert status == 200 and latest["vehicle"] == masked and len(latest["signals"]) == len(schema.columns)
+    assert seen["unknown"][0] == 404
+    assert sink.stats.packets_stored == 3
+    assert [(e["kind"], e["scope"], e["key"]) for e in events.got] == [("new", "model", "ref")]
