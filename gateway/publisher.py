@@ -66,6 +66,22 @@ def tls_context(broker: BrokerUrl, ca_file: str | None, cert_file: str | None, k
     return ctx
 
 
+class SuspendDetector:
+    """Notices a system suspend: CLOCK_BOOTTIME counts the time asleep, CLOCK_MONOTONIC does not."""
+
+    def __init__(self, threshold_s: float = 2.0, boottime=None, monotonic=time.monotonic) -> None:
+        self._boottime = boottime or (lambda: time.clock_gettime(time.CLOCK_BOOTTIME))
+        self._monotonic = monotonic
+        self._threshold = threshold_s
+        self._gap = self._boottime() - self._monotonic()
+
+    def check(self) -> float:
+        """Seconds spent suspended since the last check (0.0 if none worth noting)."""
+        gap = self._boottime() - self._monotonic()
+        slept, self._gap = gap - self._gap, gap
+        return slept if slept > self._threshold else 0.0
+
+
 class Publisher:
     """Publishes whatever the outbox holds; ``wake`` is set whenever a packet is added."""
 
@@ -96,6 +112,7 @@ class Publisher:
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._status_loop(client), name="status")
                         tg.create_task(self._drain(client), name="drain")
+                        tg.create_task(self._watch_suspend(), name="suspend-watch")
             except* aiomqtt.MqttError as group:
                 self.stats.connect_failures += 1
                 log.warning("broker %s: %s; retrying in ≤%.1f s", self.settings.broker, group.exceptions[0], delay)
@@ -115,10 +132,20 @@ class Publisher:
             protocol=aiomqtt.ProtocolVersion.V5,
             tls_context=tls_context(b, s.ca_file, s.cert_file, s.key_file),
             will=aiomqtt.Will(s.status_topic, self._status_payload("offline"), qos=1, retain=True),
-            keepalive=30,
+            keepalive=20,
             timeout=15,
             max_inflight_messages=s.window,
         )
+
+    async def _watch_suspend(self) -> None:
+        """After a suspend the TCP connection is usually dead but looks alive until the
+        keepalive expires; reconnect at once instead of minutes later."""
+        detector = SuspendDetector()
+        while True:
+            await asyncio.sleep(1.0)
+            slept = detector.check()
+            if slept:
+                raise aiomqtt.MqttError(f"system was suspended for {slept:.0f} s; reconnecting")
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:
         while True:

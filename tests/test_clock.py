@@ -56,3 +56,17 @@ def test_timesync_state(tmp_path):
     assert clock_synchronised(tmp_path) is False
     (tmp_path / "synchronized").touch()
     assert clock_synchronised(tmp_path) is True
+
+
+def test_suspend_detector_sees_time_asleep():
+    from gateway.publisher import SuspendDetector
+
+    clocks = {"boot": 100.0, "mono": 50.0}
+    d = SuspendDetector(boottime=lambda: clocks["boot"], monotonic=lambda: clocks["mono"])
+    clocks["boot"] += 1.0
+    clocks["mono"] += 1.0
+    assert d.check() == 0.0
+    clocks["boot"] += 600.0  # asleep for ten minutes
+    clocks["mono"] += 0.5
+    assert d.check() == 599.5
+    assert d.check() == 0.0
