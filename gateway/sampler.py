@@ -112,14 +112,21 @@ class Sampler:
         self._window = window
         return out
 
-    def _accumulate(self, plan: MessagePlan, data: bytes) -> None:
+    def _decode(self, plan: MessagePlan, data: bytes) -> dict[str, int | float] | None:
+        """Raw values of a frame, or None (counted, logged at a sane rate) when it does not decode."""
         try:
             raw = FrameDecoder.decode(plan, data)
         except FrameDecodeError as exc:
             self.stats.frames_malformed += 1
             self._bad_frames.warning("%s", exc)
-            return
+            return None
         self.stats.frames_decoded += 1
+        return raw
+
+    def _accumulate(self, plan: MessagePlan, data: bytes) -> None:
+        raw = self._decode(plan, data)
+        if raw is None:
+            return
         for signal, index, _agg, _kind in plan.columns:
             v = raw.get(signal)
             if v is None:  # another mux value's signal
@@ -144,13 +151,9 @@ class Sampler:
         present = self._present[:, row]
         for key, data in self._latest.items():
             plan = self._plans[key]
-            try:
-                raw = FrameDecoder.decode(plan, data)
-            except FrameDecodeError as exc:
-                self.stats.frames_malformed += 1
-                self._bad_frames.warning("%s", exc)
+            raw = self._decode(plan, data)
+            if raw is None:
                 continue
-            self.stats.frames_decoded += 1
             for signal, index, _agg, kind in plan.columns:
                 v = raw.get(signal)
                 if v is not None:
