@@ -8,7 +8,7 @@ import argparse
 import importlib
 import json
 
-TARGETS = {"codec": "bench.codec_bench", "gateway": "bench.gateway_bench"}
+TARGETS = {"codec": "bench.codec_bench", "gateway": "bench.gateway_bench", "simulate": "bench.simulate_bench"}
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

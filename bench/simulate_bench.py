@@ -1,0 +1,166 @@
+"""``dcm bench simulate``: fleet generation per core and MQTT publish rate, each beside a baseline.
+
+* ``vehicles_per_core_realtime``: vehicle-minutes one core generates and
+  encodes per minute of CPU time (packet mode, vectorised), i.e. how many
+  vehicles at one packet per minute it keeps up with; baseline: the CAN-level
+  path (CanVehicle frames through the gateway's Sampler) for one vehicle.
+* ``packets_per_s_published``: packets acknowledged (QoS 1) by a private
+  Mosquitto from this one process through :class:`MqttMux`; baseline: one
+  paho client publishing one packet at a time and waiting for its PUBACK.
+* with ``--chain``: the whole chain, fleet → Mosquitto → a sink in another
+  process, accelerated; the sink's stored packets/s times 60 is the largest
+  fleet it holds in real time.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+T0 = 1_767_225_600
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vehicles", type=int, default=2048, help="vehicles for the generation measurement")
+    p.add_argument("--minutes", type=int, default=2)
+    p.add_argument("--publish-packets", type=int, default=20_000)
+    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--baseline-packets", type=int, default=1000)
+    p.add_argument("--chain", action="store_true", help="also run fleet → Mosquitto → sink")
+    p.add_argument("--chain-vehicles", type=int, default=20_000)
+    p.add_argument("--chain-minutes", type=int, default=3)
+
+
+def _generation(vehicles: int, minutes: int) -> dict[str, Any]:
+    from minute_packet import encode
+    from simulator.fleet_generator import FleetGenerator
+    from simulator.fleet_spec import FleetSpec
+
+    gen = FleetGenerator(FleetSpec(vehicles=vehicles, duration_s=minutes * 60, start_time=T0, seed=1))
+    payloads: list[bytes] = []
+    cpu = time.process_time()
+    for gw in gen:
+        payloads += [encode(p) for p in gw.packets]
+    cpu = time.process_time() - cpu
+    per_vehicle_minute = cpu / len(payloads)
+    return {"vehicles_per_core_realtime": int(60 / per_vehicle_minute),
+            "generate_encode_us_per_packet": round(per_vehicle_minute * 1e6, 1),
+            "packet_bytes_mean": round(sum(map(len, payloads)) / len(payloads), 1), "_payloads": payloads}
+
+
+def _can_baseline(seconds: int = 30) -> dict[str, Any]:
+    import dbc as dbc_files
+    from gateway.decoder import frame_key
+    from gateway.sampler import Sampler
+    from minute_packet import encode, schema_from_dbc
+    from simulator.can_vehicle import CanVehicle
+
+    db = dbc_files.load(dbc_files.REFERENCE_DBC)
+    schema = schema_from_dbc(db)
+    sampler = Sampler(db, schema, vehicle_id="BENCH", model="reference-car", boot_id=bytes(16))
+    cpu = time.process_time()
+    packets = []
+    for m in CanVehicle(db, seed=1, start_time=float(T0)).frames(seconds):
+        packets += sampler.add(m.timestamp, frame_key(m.arbitration_id, m.is_extended_id), m.data)
+    packets += sampler.flush()
+    for p in packets:
+        encode(p)
+    cpu = (time.process_time() - cpu) * 60 / seconds
+    return {"baseline_can_level_vehicles_per_core_realtime": round(60 / cpu, 2)}
+
+
+def _publish(broker, payloads: list[bytes], n: int, connections: int) -> float:
+    from simulator.mqtt_mux import MqttMux
+
+    mux = MqttMux(broker, connections=connections, client_prefix=f"bench-{time.monotonic_ns()}")
+    mux.start()
+    t = time.perf_counter()
+    for i in range(n):
+        mux.publish(i % connections, f"bench/V{i % 5000}/telemetry", payloads[i % len(payloads)])
+    mux.flush(120)
+    elapsed = time.perf_counter() - t
+    acked = mux.stats.acked
+    mux.close()
+    return acked / elapsed
+
+
+def _publish_baseline(broker, payloads: list[bytes], n: int) -> float:
+    import paho.mqtt.client as mqtt
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-one-{time.monotonic_ns()}")
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    t = time.perf_counter()
+    for i in range(n):
+        c.publish(f"bench/V{i}/telemetry", payloads[i % len(payloads)], qos=1).wait_for_publish(10)
+    elapsed = time.perf_counter() - t
+    c.disconnect()
+    c.loop_stop()
+    return n / elapsed
+
+
+def _chain(broker, vehicles: int, minutes: int) -> dict[str, Any]:
+    """Fleet → Mosquitto → ``dcm sink`` (another process), as fast as possible; nothing may be lost."""
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.request
+    from pathlib import Path
+
+    from simulator.fleet_runner import FleetRun, FleetRunConfig
+    from simulator.fleet_spec import FleetSpec
+
+    with tempfile.TemporaryDirectory(prefix="dcm-bench-chain-") as tmp:
+        port = 9100 + time.monotonic_ns() % 800
+        sink = subprocess.Popen([sys.executable, "-m", "dcm.cli", "sink", "--broker", str(broker), "--lake",
+                                 f"{tmp}/lake", "--state", f"{tmp}/state.sqlite", "--quarantine", f"{tmp}/q",
+                                 "--topic-prefix", "chain", "--client-id", "bench-sink", "--flush-interval", "5",
+                                 "--http", f"127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(3)
+            run = FleetRun(FleetRunConfig(FleetSpec(vehicles=vehicles, duration_s=minutes * 60, start_time=T0,
+                                                    seed=2), broker=broker, topic_prefix="chain", connections=4))
+            t = time.perf_counter()
+            summary = run.run()
+            published_s = time.perf_counter() - t
+            expected = summary["expected"]["packets_expected_stored"]
+            stored, deadline = 0, time.monotonic() + 600
+            while time.monotonic() < deadline and sink.poll() is None:
+                try:
+                    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                except OSError:
+                    text = ""
+                for line in text.splitlines():
+                    if line.startswith("dcm_sink_packets_staged_total"):
+                        stored = int(float(line.split()[-1]))
+                if stored >= expected:
+                    break
+                time.sleep(0.5)
+            total_s = time.perf_counter() - t
+        finally:
+            sink.terminate()
+            sink.wait(30)
+        files = list(Path(tmp, "lake").rglob("*.parquet"))
+    return {"chain_vehicles": vehicles, "chain_packets": expected, "chain_packets_staged": stored,
+            "chain_publish_s": round(published_s, 1), "chain_total_s": round(total_s, 1),
+            "chain_lake_files": len(files),
+            "chain_sink_packets_per_s": round(stored / total_s, 1),
+            "chain_vehicles_realtime": int(stored / total_s * 60) if stored >= expected else None}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from dcm.broker import private_mosquitto
+
+    result = _generation(args.vehicles, args.minutes)
+    payloads = result.pop("_payloads")
+    result.update(_can_baseline())
+    with private_mosquitto() as broker:
+        result["packets_per_s_published"] = round(_publish(broker, payloads, args.publish_packets,
+                                                           args.connections), 1)
+        result["baseline_one_at_a_time_packets_per_s"] = round(
+            _publish_baseline(broker, payloads, args.baseline_packets), 1)
+        result["publish_connections"] = args.connections
+        if args.chain:
+            result.update(_chain(broker, args.chain_vehicles, args.chain_minutes))
+    return result
