@@ -244,6 +244,8 @@ class Sink:
         s, c = self.stats, "counter"
         backlog = self.staging.backlog(self.schemas)
         out: list[Sample] = [
+            ("dcm_sink_broker_connected", "gauge", "1 while connected to the broker", {},
+             float(self.intake.connected.is_set())),
             ("dcm_sink_packets_in_total", c, "packets received on telemetry topics", {}, s.packets_in),
             ("dcm_sink_packets_staged_total", c, "new packets committed to staging", {}, s.packets_staged),
             ("dcm_sink_packets_stored_total", c, "packets written to the lake", {}, s.packets_stored),
