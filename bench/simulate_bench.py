@@ -114,7 +114,7 @@ def _chain(broker, vehicles: int, minutes: int) -> dict[str, Any]:
         port = 9100 + time.monotonic_ns() % 800
         sink = subprocess.Popen([sys.executable, "-m", "dcm.cli", "sink", "--broker", str(broker), "--lake",
                                  f"{tmp}/lake", "--state", f"{tmp}/state.sqlite", "--quarantine", f"{tmp}/q",
-                                 "--topic-prefix", "chain", "--client-id", "bench-sink", "--flush-interval", "5",
+                                 "--topic-prefix", "chain", "--client-id", "bench-sink", "--roll-interval", "5",
                                  "--http", f"127.0.0.1:{port}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -139,8 +139,12 @@ def _chain(broker, vehicles: int, minutes: int) -> dict[str, Any]:
                 time.sleep(0.5)
             total_s = time.perf_counter() - t
         finally:
-            sink.terminate()
-            sink.wait(30)
+            sink.terminate()  # the sink writes its staged packets to the lake before exiting
+            try:
+                sink.wait(600)
+            except subprocess.TimeoutExpired:
+                sink.kill()
+                sink.wait()
         files = list(Path(tmp, "lake").rglob("*.parquet"))
     return {"chain_vehicles": vehicles, "chain_packets": expected, "chain_packets_staged": stored,
             "chain_publish_s": round(published_s, 1), "chain_total_s": round(total_s, 1),
