@@ -8,7 +8,8 @@ import argparse
 import importlib
 import json
 
-TARGETS = {"codec": "bench.codec_bench", "gateway": "bench.gateway_bench", "simulate": "bench.simulate_bench"}
+TARGETS = {"codec": "bench.codec_bench", "gateway": "bench.gateway_bench", "simulate": "bench.simulate_bench",
+           "sink": "bench.sink_bench"}
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
