@@ -39,6 +39,8 @@ ZSTD_LEVEL = 3
 _WIDTH_CODES = (0, 1, 2, 4, 8)
 _ALL_MISSING = 255
 _DTYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_VALID_WIDTH = np.zeros(256, dtype=bool)
+_VALID_WIDTH[[*_WIDTH_CODES, _ALL_MISSING]] = True
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -204,35 +206,42 @@ def _decode_body(body: dict) -> MinutePacket:
     widths = np.frombuffer(_field(body, "w", bytes), dtype=np.uint8)
     ncol = len(widths)
     first = _field(body, "first", list)
-    if len(first) != ncol or not all(type(v) is int and 0 <= v < 1 << 64 for v in first):
+    if len(first) != ncol or not set(map(type, first)) <= {int}:
         raise PacketDecodeError("malformed", "first values do not match the column count")
-    if not np.isin(widths, (*_WIDTH_CODES, _ALL_MISSING)).all():
+    try:
+        first_zz = np.array(first, dtype=np.uint64)
+    except OverflowError:
+        raise PacketDecodeError("malformed", "first values do not match the column count") from None
+    if not _VALID_WIDTH[widths].all():
         raise PacketDecodeError("malformed", "unknown column width code")
     mask = _field(body, "mask", bytes)
     if mask:
         if len(mask) != (ncol * nrow + 7) // 8:
             raise PacketDecodeError("malformed", "presence mask has the wrong length")
-        present = np.unpackbits(np.frombuffer(mask, np.uint8), count=ncol * nrow).reshape(ncol, nrow).astype(bool)
+        present = np.unpackbits(np.frombuffer(mask, np.uint8), count=ncol * nrow).reshape(ncol, nrow).view(bool)
     else:
         present = np.ones((ncol, nrow), dtype=bool)
     if (present[widths == _ALL_MISSING]).any():
         raise PacketDecodeError("malformed", "an all-missing column has present values")
-    deltas = np.zeros((ncol, max(nrow - 1, 0)), dtype=np.uint64)
+    # zig-zag first values and deltas side by side, un-zig-zagged and summed along the rows in place
+    values = np.zeros((ncol, nrow), dtype=np.uint64)
+    values[:, 0] = first_zz
     for w in (1, 2, 4, 8):
         sel = widths == w
-        k = int(sel.sum())
+        k = int(np.count_nonzero(sel))
         blob = body.get(f"d{w}", b"")
         if not isinstance(blob, bytes) or len(blob) != k * (nrow - 1) * w:
             raise PacketDecodeError("malformed", f"delta block d{w} has the wrong length")
-        if k:
-            planes = np.frombuffer(blob, np.uint8).reshape(w, -1).T
-            block = np.ascontiguousarray(planes).view(_DTYPES[w]).reshape(k, nrow - 1)
-            deltas[sel] = _unzigzag(block.astype(np.uint64))
-    values = np.empty((ncol, nrow), dtype=np.uint64)
-    values[:, 0] = _unzigzag(np.array(first, dtype=np.uint64)) if ncol else 0
-    if nrow > 1:
-        np.cumsum(deltas, axis=1, out=values[:, 1:])
-        values[:, 1:] += values[:, :1]
+        if k and nrow > 1:
+            planes = np.frombuffer(blob, np.uint8)
+            if w > 1:  # undo the byte shuffle
+                planes = planes.reshape(w, -1).T.copy()
+            values[sel, 1:] = planes.view(_DTYPES[w]).reshape(k, nrow - 1)
+    sign = values & np.uint64(1)
+    values >>= np.uint64(1)
+    np.negative(sign, out=sign)
+    values ^= sign
+    np.cumsum(values, axis=1, out=values)  # uint64 wrap-around, exact like the encoder's diff
     boot = _field(body, "boot", bytes)
     fp = _field(body, "fp", bytes)
     if len(boot) != 16 or len(fp) != 8:
