@@ -1,0 +1,158 @@
+"""Gateway (on a real SocketCAN interface) → Mosquitto → sink → Parquet, for one HIL test."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import can
+
+from cloud_sink.lake import mask_vehicle
+from cloud_sink.service import Sink, SinkConfig
+from dcm.broker import BrokerUrl
+from dcm.demo import _read_vehicle
+from dcm.groundtruth import FrameRecorder, compare
+from gateway.decoder import frame_key
+from gateway.service import Gateway, GatewayConfig
+
+SECRET = b"dcm-hil-secret"
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+async def settled(count: Callable[[], int], target: int, *, quiet_s: float = 3.0, timeout: float = 120) -> int:
+    """Wait until ``count()`` reaches ``target`` or stops growing for ``quiet_s``; returns it."""
+    deadline = time.monotonic() + timeout
+    last, since = count(), time.monotonic()
+    while time.monotonic() < deadline:
+        now = count()
+        if now >= target:
+            return now
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > quiet_s:
+            return now
+        await asyncio.sleep(0.05)
+    return count()
+
+
+async def until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(step)
+    return bool(predicate())
+
+
+@dataclasses.dataclass
+class Chain:
+    """One vehicle's gateway on ``channel`` and a sink, both on ``broker``; ``seen`` records every
+    frame the gateway's source returned to Python and ``sample_times`` every time given to the sampler."""
+
+    work: Path
+    broker: BrokerUrl
+    channel: str
+    dbc_path: Path
+    gateway_kw: dict[str, Any] = dataclasses.field(default_factory=dict)
+    bus: can.BusABC | None = None  # given: the gateway uses it instead of opening its own
+    rcvbuf: int | None = None  # enlarge the receive buffer of the socket the gateway opens (SO_RCVBUFFORCE)
+
+    def __post_init__(self) -> None:
+        run = uuid.uuid4().hex[:8]
+        self.vehicle_id = f"HIL{run.upper()}"
+        self.prefix = f"dcm-hil-{run}"
+        self.sink = Sink(SinkConfig(
+            broker=self.broker, lake_root=self.work / "lake", state_path=self.work / "sink" / "state.sqlite",
+            quarantine_dir=self.work / "sink" / "quarantine", vehicle_secret=SECRET, topic_prefix=self.prefix,
+            client_id=f"dcm-hil-sink-{run}", dbc_paths=(self.dbc_path,), flush_interval_s=3600,
+        ))
+        self.gw = Gateway(GatewayConfig(
+            vehicle_id=self.vehicle_id, broker=self.broker, outbox_path=self.work / "outbox.sqlite",
+            dbc_path=self.dbc_path, interface="socketcan", channel=self.channel, topic_prefix=self.prefix,
+            **self.gateway_kw), bus=self.bus)
+        self.seen: list[can.Message] = []
+        self.sample_times: list[float] = []
+        self._wrap()
+        if self.rcvbuf:
+            self._enlarge_rcvbuf(self.rcvbuf)
+        self._tasks: list[asyncio.Task] = []
+
+    def _wrap(self) -> None:
+        source, sampler = self.gw.source, self.gw.sampler
+        recv, add = source.recv, sampler.add
+
+        def recv_and_record(timeout: float):
+            msg = recv(timeout)
+            if msg is not None:
+                self.seen.append(msg)
+            return msg
+
+        def add_and_record(timestamp, key, data):
+            self.sample_times.append(timestamp)
+            return add(timestamp, key, data)
+
+        source.recv = recv_and_record  # the reader looks both up on the instance
+        sampler.add = add_and_record
+
+    def _enlarge_rcvbuf(self, size: int) -> None:
+        # test-only: what the gateway would do if it set SO_RCVBUF(FORCE) on the sockets it opens
+        opener = self.gw.source._opener
+        assert opener is not None
+
+        def open_big() -> can.BusABC:
+            bus = opener()
+            try:
+                bus.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)  # root: beyond rmem_max
+            except OSError:
+                bus.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            return bus
+
+        self.gw.source._opener = open_big
+
+    @property
+    def collected_keys(self) -> set[int]:
+        return set(self.gw.sampler.decoder.plans)
+
+    def collected(self, frames: list[can.Message]) -> list[can.Message]:
+        """The data frames of ``frames`` the gateway's configuration collects."""
+        keys = self.collected_keys
+        return [m for m in frames if not m.is_error_frame and frame_key(m.arbitration_id, m.is_extended_id) in keys]
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.sink.run(), name="sink"))
+        if not await asyncio.to_thread(self.sink.intake.connected.wait, 30):
+            raise RuntimeError(f"sink could not connect to {self.broker}")
+        self._tasks.append(asyncio.create_task(self.gw.run(), name="gateway"))
+        if not await until(lambda: self.gw.source.bus is not None, 30):
+            raise RuntimeError(f"gateway did not open {self.channel}")
+
+    async def stop(self, *, expect_frames: int | None = None, timeout: float = 60) -> None:
+        """Stop the gateway (after it has read ``expect_frames``), wait until the sink has every
+        packet, stop the sink."""
+        if expect_frames is not None:
+            await settled(lambda: self.gw.source.stats.frames, expect_frames)
+        gw_task, sink_task = self._tasks[1], self._tasks[0]
+        self.gw.stop()
+        await asyncio.wait_for(gw_task, timeout)
+        published = self.gw.publisher.stats.published
+        await until(lambda: self.sink.stats.packets_staged + self.sink.stats.duplicates >= published, timeout)
+        self.sink.stop()
+        await asyncio.wait_for(sink_task, timeout)
+
+    def stored(self) -> dict[int, dict[str, Any]]:
+        return _read_vehicle(self.work / "lake", mask_vehicle(SECRET, self.vehicle_id))
+
+    def expected(self, frames: list[can.Message]) -> dict[int, dict[str, Any]]:
+        rec = FrameRecorder(self.gw.db)
+        for msg in self.collected(frames):
+            rec.add(msg)
+        return rec.expected(self.gw.schema)
+
+    def mismatches(self, frames: list[can.Message]) -> int:
+        columns = [c.name for c in self.gw.schema.columns if c.aggregate == "last"]
+        return compare(self.expected(frames), self.stored(), columns)
