@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=int, default=3, help="distinct simulated minutes to replicate")
     p.add_argument("--batch", type=int, default=3000, help="packets per lake batch")
     p.add_argument("--layout", choices=("vehicle", "bucket"), default="vehicle")
+    p.add_argument("--buckets", type=int, default=4, help="bucket layout: vehicle buckets per model and day")
+    p.add_argument("--chunk", type=int, default=200, help="packets decoded and tabled at once while writing")
     p.add_argument("--baseline-packets", type=int, default=300)
     p.add_argument("--seed", type=int, default=11)
 
@@ -64,7 +66,7 @@ def _pipeline(args: argparse.Namespace, schema: Any, blobs: list[tuple[str, byte
 
     sink = Sink(SinkConfig(broker=BrokerUrl("127.0.0.1", 1), lake_root=root / "lake", state_path=root / "s.sqlite",
                            quarantine_dir=root / "q", vehicle_secret=b"bench-secret", layout=args.layout,
-                           decoded_cache=cache, max_batch_packets=args.batch))
+                           buckets=args.buckets, chunk_packets=args.chunk, decoded_cache=cache, max_batch_packets=args.batch))
     sink.ingest([Incoming(f"dcm/schemas/{schema.fingerprint.hex()}", schema.to_json(), 0, 1, True)])
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     ingest_cpu = 0.0

@@ -59,7 +59,7 @@ class SinkConfig:
     roll_bytes: int = 128 << 20
     roll_interval_s: float = 900.0
     max_batch_packets: int = 20_000  # a batch never holds more packets (bounds its staged bytes in RAM)
-    chunk_packets: int = 500  # decoded at once while writing (bounds decoded memory)
+    chunk_packets: int = 200  # decoded at once while writing (bounds decoded memory)
     decoded_cache: int = 1000  # packets decoded at intake kept for the writer
     intake_batch: int = 500
     queue_size: int = 1000

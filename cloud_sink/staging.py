@@ -154,15 +154,25 @@ class Staging:
         """Durably insert packets; returns per packet True if new, False if a duplicate."""
 
         def run() -> list[bool]:
-            out = []
+            seen: set[tuple[str, bytes, int]] = set()
+            for k in range(0, len(packets), 300):  # 3 parameters per key, well under SQLite's limit
+                keys = [(p.vehicle, p.boot, p.seq) for p in packets[k:k + 300]]
+                marks = ",".join(["(?, ?, ?)"] * len(keys))
+                seen.update((v, bytes(b), s) for v, b, s in self._db.execute(
+                    f"SELECT vehicle, boot, seq FROM packets WHERE (vehicle, boot, seq) IN (VALUES {marks})",
+                    [x for key in keys for x in key]))
+            out, rows = [], []
             for p in packets:
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO packets (vehicle, boot, seq, fingerprint, model, part, start_time, rows,"
-                    " size, payload, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (p.vehicle, p.boot, p.seq, p.fingerprint, p.model, p.part, p.start_time, p.rows,
-                     len(p.payload), p.payload, p.received),
-                )
-                out.append(cur.rowcount == 1)
+                key = (p.vehicle, p.boot, p.seq)
+                new = key not in seen
+                seen.add(key)  # a second copy within the same batch is a duplicate too
+                out.append(new)
+                if new:
+                    rows.append((p.vehicle, p.boot, p.seq, p.fingerprint, p.model, p.part, p.start_time, p.rows,
+                                 len(p.payload), p.payload, p.received))
+            self._db.executemany(
+                "INSERT INTO packets (vehicle, boot, seq, fingerprint, model, part, start_time, rows,"
+                " size, payload, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             return out
 
         return self._tx(run)
@@ -180,8 +190,8 @@ class Staging:
     def assign_batch(self, fingerprints: Iterable[bytes], limit: int) -> tuple[int, bool, list[StagedPacket]] | None:
         """Put up to ``limit`` staged packets with a known schema into a new batch.
 
-        Returns (batch, redo, packets) with the packets in lake order (model, partition,
-        day, fingerprint, vehicle, time). An unfinished batch (left by a crash) is
+        Returns (batch, redo, packets) with the packets in lake order (model, day,
+        fingerprint, partition, vehicle, time). An unfinished batch (left by a crash) is
         returned first with ``redo`` true, so it is written again.
         """
         known = list(fingerprints)
@@ -210,7 +220,7 @@ class Staging:
             rows = self._db.execute(
                 "SELECT vehicle, boot, seq, fingerprint, model, part, start_time, payload FROM packets"
                 " WHERE batch = ? AND payload IS NOT NULL"
-                " ORDER BY model, part, start_time / 86400, fingerprint, vehicle, boot, start_time, seq", (batch,)
+                " ORDER BY model, start_time / 86400, fingerprint, part, vehicle, start_time, boot, seq", (batch,)
             ).fetchall()
             return batch, redo, [StagedPacket(v, bytes(b), s, bytes(f), m, pt, t, bytes(p))
                                  for v, b, s, f, m, pt, t, p in rows]

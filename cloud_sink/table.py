@@ -36,6 +36,18 @@ class _Group:
     minimum: np.ndarray
     maximum: np.ndarray
 
+    @property
+    def scaled(self) -> bool:
+        return bool((self.scale != 1).any())
+
+    @property
+    def offset_any(self) -> bool:
+        return bool((self.offset != 0).any())
+
+    @property
+    def checked(self) -> bool:
+        return bool(np.isfinite(self.minimum).any() or np.isfinite(self.maximum).any())
+
 
 @dataclasses.dataclass
 class Built:
@@ -44,6 +56,7 @@ class Built:
     table: pa.Table
     out_of_range: np.ndarray  # per schema column, flagged values
     latest: list[tuple[str, str, int, float | None]]  # (masked vehicle, signal, ts, value)
+    row_ends: np.ndarray  # per packet, the end of its rows in the table (rows without values dropped)
 
 
 def _bound(value: float | None, default: float) -> float:
@@ -63,7 +76,7 @@ class TableBuilder:
         self.groups: list[_Group] = []
         for (kind, integer), idx in keys.items():
             cols = [schema.columns[i] for i in idx]
-            ranged = [c.minimum is not None and c.maximum is not None and c.minimum == c.maximum == 0 for c in cols]
+            unset = [c.minimum is not None and c.maximum is not None and c.minimum == c.maximum == 0 for c in cols]
             self.groups.append(_Group(
                 index=np.array(idx),
                 kind=kind,
@@ -73,112 +86,116 @@ class TableBuilder:
                 offset=np.array([int(c.offset) if integer else float(c.offset) for c in cols],
                                 dtype=np.int64 if integer else np.float64)[:, None],
                 # a DBC range of [0, 0] means "not given"
-                minimum=np.array([-np.inf if r else _bound(c.minimum, -np.inf) for c, r in zip(cols, ranged)])[:, None],
-                maximum=np.array([np.inf if r else _bound(c.maximum, np.inf) for c, r in zip(cols, ranged)])[:, None],
+                minimum=np.array([-np.inf if r else _bound(c.minimum, -np.inf) for c, r in zip(cols, unset)])[:, None],
+                maximum=np.array([np.inf if r else _bound(c.maximum, np.inf) for c, r in zip(cols, unset)])[:, None],
             ))
 
     def _physical(self, g: _Group, raw: np.ndarray) -> np.ndarray:
-        if g.kind == "int":
-            numbers = raw.view(np.int64)
-        elif g.kind == "uint":
-            numbers = raw
-        elif g.kind == "f32":
-            numbers = raw.astype(np.uint32).view(np.float32)
-        else:
-            numbers = raw.view(np.float64)
+        """Physical values of a group from its raw rows (a fresh copy, so converted in place)."""
         if g.integer:
-            out = numbers.astype(np.int64)
-            if (g.scale != 1).any():
-                out *= g.scale
-            if (g.offset != 0).any():
-                out += g.offset
-            return out
-        out = numbers.astype(np.float64)
-        if (g.scale != 1).any():
+            if g.kind == "f32":  # never integer-valued; kept for completeness
+                raw = raw.astype(np.uint32).view(np.float32).astype(np.int64)
+            out = raw.view(np.int64)  # what astype(int64) gives for int and uint bit patterns alike
+        elif g.kind == "int":
+            out = raw.view(np.int64).astype(np.float64)
+        elif g.kind == "uint":
+            out = raw.astype(np.float64)
+        elif g.kind == "f32":
+            out = raw.astype(np.uint32).view(np.float32).astype(np.float64)
+        else:
+            out = raw.view(np.float64)
+        if g.scaled:
             out *= g.scale
-        if (g.offset != 0).any():
+        if g.offset_any:
             out += g.offset
         return out
 
     def build(self, packets: Sequence[MinutePacket], masked: Sequence[str], *, vehicle_column: bool) -> Built:
-        """Rows of ``packets`` (one schema, sorted by vehicle then time; ``masked[i]`` is packet i's id)."""
+        """Rows of ``packets`` (one schema, grouped by vehicle and in time order within a vehicle;
+        ``masked[i]`` is packet i's masked vehicle id)."""
         ncol = len(self.names)
         rows = np.array([p.rows for p in packets], dtype=np.int64)
         n = int(rows.sum())
         ends = np.cumsum(rows)
         starts = ends - rows
-        values = np.concatenate([p.values for p in packets], axis=1) if len(packets) > 1 else packets[0].values
-        present = np.concatenate([p.present for p in packets], axis=1) if len(packets) > 1 else packets[0].present
+        values = np.concatenate([p.values for p in packets], axis=1)
+        present = np.concatenate([p.present for p in packets], axis=1)
         ts = np.repeat(np.array([p.start_time for p in packets], dtype=np.int64) - starts, rows) + np.arange(n)
         physical: list[np.ndarray] = []
-        oor = np.zeros((ncol, n), dtype=bool)
+        oor: np.ndarray | None = None
         for g in self.groups:
             phys = self._physical(g, values[g.index])
             physical.append(phys)
-            flagged = (phys < g.minimum) | (phys > g.maximum)
-            flagged &= present[g.index]
-            oor[g.index] = flagged
-        latest = self._latest(packets, masked, starts, ends, ts, present, physical)
+            if g.checked:
+                # cheap screen: only columns whose extremes leave the range need the per-value mask
+                suspect = np.flatnonzero((phys.min(axis=1) < g.minimum[:, 0]) | (phys.max(axis=1) > g.maximum[:, 0]))
+                if len(suspect):
+                    sub = phys[suspect]
+                    flagged = (sub < g.minimum[suspect]) | (sub > g.maximum[suspect])
+                    flagged &= present[g.index[suspect]]
+                    if oor is None:
+                        oor = np.zeros((ncol, n), dtype=bool)
+                    oor[g.index[suspect]] = flagged
+        latest = self._latest(packets, masked, starts, ts, present, physical)
         keep = present.any(axis=0)
-        if not keep.all():
-            present, oor, ts = present[:, keep], oor[:, keep], ts[keep]
+        all_kept = bool(keep.all())
+        if not all_kept:
+            present, ts = present[:, keep], ts[keep]
+            oor = oor[:, keep] if oor is not None else None
             physical = [p[:, keep] for p in physical]
         m = int(keep.sum())
-        packet_of_row = np.repeat(np.arange(len(packets)), rows)[keep]
+        packet_of_row = np.repeat(np.arange(len(packets)), rows)
+        if not all_kept:
+            packet_of_row = packet_of_row[keep]
+        row_ends = np.searchsorted(packet_of_row, np.arange(len(packets)), side="right")
         arrays: dict[str, pa.Array] = {"ts": pa.array(ts, type=TS_TYPE)}
         if vehicle_column:
-            arrays["vehicle"] = _dictionary([masked[i] for i in range(len(packets))], packet_of_row)
+            arrays["vehicle"] = _dictionary(list(masked), packet_of_row)
         arrays["boot_id"] = _dictionary([p.boot_id.hex() for p in packets], packet_of_row)
         arrays["seq"] = pa.array(np.array([p.seq for p in packets], dtype=np.int64)[packet_of_row])
         columns: list[pa.Array | None] = [None] * ncol
         for g, phys in zip(self.groups, physical):
-            valid = present[g.index]
-            bits = np.packbits(valid, axis=1, bitorder="little")
-            nulls = m - valid.sum(axis=1)
+            bits = np.packbits(present[g.index], axis=1, bitorder="little")
+            counts = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)  # padding bits are zero
             typ = pa.int64() if g.integer else pa.float64()
             phys = np.ascontiguousarray(phys)
             for j, c in enumerate(g.index):
-                validity = pa.py_buffer(bits[j]) if nulls[j] else None
-                columns[c] = pa.Array.from_buffers(typ, m, [validity, pa.py_buffer(phys[j])], null_count=int(nulls[j]))
+                nulls = m - int(counts[j])
+                validity = pa.py_buffer(bits[j]) if nulls else None
+                columns[c] = pa.Array.from_buffers(typ, m, [validity, pa.py_buffer(phys[j])], null_count=nulls)
         for name, arr in zip(self.names, columns):
             arrays[name] = arr
-        arrays["out_of_range"] = self._flags(oor)
-        return Built(pa.table(arrays), oor.sum(axis=1), latest)
+        arrays["out_of_range"] = self._flags(oor, m)
+        counts = oor.sum(axis=1) if oor is not None else np.zeros(ncol, dtype=np.int64)
+        return Built(pa.table(arrays), counts, latest, row_ends)
 
-    def _flags(self, oor: np.ndarray) -> pa.Array:
-        counts = oor.sum(axis=0)
-        offsets = np.zeros(len(counts) + 1, dtype=np.int32)
-        np.cumsum(counts, out=offsets[1:])
-        if offsets[-1] == 0:
-            names = pa.array([], type=pa.string())
-        else:
-            _, cols = np.nonzero(oor.T)
-            names = self._names_arrow.take(pa.array(cols))
-        return pa.ListArray.from_arrays(pa.array(offsets), names)
+    def _flags(self, oor: np.ndarray | None, m: int) -> pa.Array:
+        offsets = np.zeros(m + 1, dtype=np.int32)
+        if oor is None:
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array([], type=pa.string()))
+        np.cumsum(oor.sum(axis=0), out=offsets[1:])
+        _, cols = np.nonzero(oor.T)
+        return pa.ListArray.from_arrays(pa.array(offsets), self._names_arrow.take(pa.array(cols)))
 
     def _latest(self, packets: Sequence[MinutePacket], masked: Sequence[str], starts: np.ndarray,
-                ends: np.ndarray, ts: np.ndarray, present: np.ndarray,
+                ts: np.ndarray, present: np.ndarray,
                 physical: list[np.ndarray]) -> list[tuple[str, str, int, float | None]]:
+        """Per vehicle and column, the last present value (rows are in time order per vehicle)."""
+        seg = [0] + [i for i in range(1, len(packets)) if masked[i] != masked[i - 1]]
+        bounds = [int(b) for b in starts[seg]] + [present.shape[1]]
+        cols = np.arange(present.shape[0])
+        last = np.empty((present.shape[0], len(seg)), dtype=np.int64)  # (ncol, vehicles), -1 = never present
+        for v in range(len(seg)):
+            a, b = bounds[v], bounds[v + 1]
+            rev = present[:, a:b][:, ::-1]
+            idx = np.argmax(rev, axis=1)  # first present value from the end
+            last[:, v] = np.where(rev[cols, idx], b - 1 - idx, -1)
         out: list[tuple[str, str, int, float | None]] = []
-        i = 0
-        while i < len(packets):
-            j = i
-            while j + 1 < len(packets) and masked[j + 1] == masked[i]:
-                j += 1
-            a, b = int(starts[i]), int(ends[j])
-            sub_ts = ts[a:b]
-            order = np.argsort(sub_ts, kind="stable")
-            for g, phys in zip(self.groups, physical):
-                pres = present[g.index, a:b][:, order]
-                has = pres.any(axis=1)
-                if not has.any():
-                    continue
-                last = pres.shape[1] - 1 - np.argmax(pres[:, ::-1], axis=1)
-                vals = phys[:, a:b][:, order][np.arange(len(g.index)), last]
-                times = sub_ts[order][last]
-                for k in np.flatnonzero(has):
-                    out.append((masked[i], self.names[g.index[k]], int(times[k]), float(vals[k])))
-            i = j + 1
+        for g, phys in zip(self.groups, physical):
+            sub = last[g.index]
+            vals = np.take_along_axis(phys, np.maximum(sub, 0), axis=1)
+            for k, v in zip(*np.nonzero(sub >= 0)):
+                out.append((masked[seg[v]], self.names[g.index[k]], int(ts[sub[k, v]]), float(vals[k, v])))
         return out
 
 

@@ -86,13 +86,11 @@ class LakeWriter:
         bad: list[tuple[str, bytes, int]] = []
         i = 0
         while i < len(staged):
-            first = staged[i]
-            key = (first.model, first.part, first.start_time // DAY, first.fingerprint)
+            key = (staged[i].model, staged[i].start_time // DAY, staged[i].fingerprint)
             j = i
-            while j < len(staged) and (staged[j].model, staged[j].part, staged[j].start_time // DAY,
-                                       staged[j].fingerprint) == key:
+            while j < len(staged) and (staged[j].model, staged[j].start_time // DAY, staged[j].fingerprint) == key:
                 j += 1
-            self._write_file(batch, redo, staged[i:j], key, result, bad)
+            self._write_run(batch, redo, staged[i:j], result, bad)
             i = j
         if bad:
             self.staging.drop(bad)
@@ -115,43 +113,63 @@ class LakeWriter:
             return None
         return packet
 
-    def _write_file(self, batch: int, redo: bool, group: list[StagedPacket],
-                    key: tuple[str, str, int, bytes], result: BatchResult, bad: list) -> None:
-        model, part, day, fp = key
-        partition = self.lake.partition(model, day, part)
+    def _write_run(self, batch: int, redo: bool, run: list[StagedPacket], result: BatchResult, bad: list) -> None:
+        """Packets of one (model, day, fingerprint), ordered by partition: one table per chunk,
+        sliced into the partitions' files (one file open at a time)."""
+        model, day, fp = run[0].model, run[0].start_time // DAY, run[0].fingerprint
         name = f"part-{self.worker_id}-{batch:09d}-{fp.hex()}.parquet"
-        rel = f"{partition}/{name}"
         builder = self.builder(fp)
-        if redo and name in self.lake.compacted_names(partition):
-            log.warning("batch %d: %s was already compacted; not writing it again", batch, rel)
-            for sp in group:
-                self.cache.pop(sp.key)
-            return
-        out: LakeFile | None = None
+        vehicle_column = self.lake.layout == "bucket"
+        current: tuple[str, LakeFile | None] | None = None  # (partition key, open file or None = skip)
+
+        def switch(part: str, schema) -> None:
+            nonlocal current
+            finish()
+            partition = self.lake.partition(model, day, part)
+            if redo and name in self.lake.compacted_names(partition):
+                log.warning("batch %d: %s/%s was already compacted; not writing it again", batch, partition, name)
+                current = (part, None)
+            else:
+                current = (part, self.lake.open_writer(f"{partition}/{name}", schema))
+
+        def finish() -> None:
+            nonlocal current
+            if current is not None and current[1] is not None:
+                current[1].close()
+                result.files.append(current[1].rel)
+            current = None
+
         try:
-            for k in range(0, len(group), self.chunk_packets):
-                chunk = group[k:k + self.chunk_packets]
-                packets, masked = [], []
-                for sp in chunk:
+            for k in range(0, len(run), self.chunk_packets):
+                packets, masked, parts = [], [], []
+                for sp in run[k:k + self.chunk_packets]:
                     p = self._decoded(sp, builder.schema, bad)
                     if p is not None:
                         packets.append(p)
                         masked.append(self.mask(sp.vehicle))
+                        parts.append(sp.part)
                 if not packets:
                     continue
-                built = builder.build(packets, masked, vehicle_column=self.lake.layout == "bucket")
-                if out is None:
-                    out = self.lake.open_writer(rel, built.table.schema)
-                out.write(built.table)
+                built = builder.build(packets, masked, vehicle_column=vehicle_column)
+                a = 0
+                while a < len(packets):
+                    b = a
+                    while b < len(packets) and parts[b] == parts[a]:
+                        b += 1
+                    if current is None or current[0] != parts[a]:
+                        switch(parts[a], built.table.schema)
+                    assert current is not None
+                    first_row = int(built.row_ends[a - 1]) if a else 0
+                    if current[1] is not None:
+                        current[1].write(built.table.slice(first_row, int(built.row_ends[b - 1]) - first_row))
+                    a = b
                 result.packets += len(packets)
                 result.rows += built.table.num_rows
                 result.latest += built.latest
                 for c in np.flatnonzero(built.out_of_range):
                     result.out_of_range[builder.names[c]] += int(built.out_of_range[c])
-            if out is not None:
-                out.close()
-                result.files.append(rel)
+            finish()
         except BaseException:
-            if out is not None:
-                out.abort()
+            if current is not None and current[1] is not None:
+                current[1].abort()
             raise
