@@ -60,9 +60,10 @@ async def run_can_fleet(config: CanFleetConfig, stop: threading.Event,
     for i, plan in enumerate(plans):
         channel = f"{prefix}{i}"
         model = models[plan.model]
-        gw_bus = can.Bus(interface=config.interface, channel=channel, preserve_timestamps=True) \
-            if config.interface == "virtual" else can.Bus(interface=config.interface, channel=channel)
-        sim_bus = can.Bus(interface=config.interface, channel=channel)
+        # on virtual buses the *sender's* bus decides whether frames keep the simulator's timestamps
+        extra = {"preserve_timestamps": True} if config.interface == "virtual" else {}
+        gw_bus = can.Bus(interface=config.interface, channel=channel, **extra)
+        sim_bus = can.Bus(interface=config.interface, channel=channel, **extra)
         gw = Gateway(GatewayConfig(vehicle_id=plan.vehicle_id, broker=config.broker, model=plan.model,
                                    outbox_path=work / f"{plan.vehicle_id}.sqlite", dbc_path=model.dbc_path,
                                    interface=config.interface, channel=channel, topic_prefix=config.topic_prefix,
