@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=3000, help="packets per lake batch")
     p.add_argument("--layout", choices=("vehicle", "bucket"), default="vehicle")
     p.add_argument("--buckets", type=int, default=4, help="bucket layout: vehicle buckets per model and day")
+    p.add_argument("--compression", default="zstd", help="Parquet codec (zstd, lz4, snappy, none)")
     p.add_argument("--chunk", type=int, default=200, help="packets decoded and tabled at once while writing")
     p.add_argument("--baseline-packets", type=int, default=300)
     p.add_argument("--seed", type=int, default=11)
@@ -66,7 +67,8 @@ def _pipeline(args: argparse.Namespace, schema: Any, blobs: list[tuple[str, byte
 
     sink = Sink(SinkConfig(broker=BrokerUrl("127.0.0.1", 1), lake_root=root / "lake", state_path=root / "s.sqlite",
                            quarantine_dir=root / "q", vehicle_secret=b"bench-secret", layout=args.layout,
-                           buckets=args.buckets, chunk_packets=args.chunk, decoded_cache=cache, max_batch_packets=args.batch))
+                           buckets=args.buckets, chunk_packets=args.chunk, decoded_cache=cache,
+                           compression=args.compression, max_batch_packets=args.batch))
     sink.ingest([Incoming(f"dcm/schemas/{schema.fingerprint.hex()}", schema.to_json(), 0, 1, True)])
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     ingest_cpu = 0.0
@@ -85,7 +87,7 @@ def _pipeline(args: argparse.Namespace, schema: Any, blobs: list[tuple[str, byte
             "lake_bytes": sum(f.stat().st_size for f in files), "rows": sink.stats.rows_stored}
 
 
-def _baseline(schema: Any, packets: list, root: Path, batch: int) -> dict[str, float]:
+def _baseline(schema: Any, packets: list, root: Path, batch: int, compression: str) -> dict[str, float]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -104,7 +106,7 @@ def _baseline(schema: Any, packets: list, root: Path, batch: int) -> dict[str, f
         for vehicle, rows in by_vehicle.items():
             folder = root / "baseline" / f"vehicle={vehicle}"
             folder.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.Table.from_pylist(rows), folder / f"part-{start}.parquet", compression="zstd")
+            pq.write_table(pa.Table.from_pylist(rows), folder / f"part-{start}.parquet", compression=compression)
     return {"cpu_s": time.process_time() - t_cpu, "wall_s": time.perf_counter() - t_wall,
             "json_bytes_per_packet": sum(len(d) for _, d in docs) / len(docs)}
 
@@ -120,14 +122,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         decode(b)
     decode_us = (time.process_time() - t) / min(n, 500) * 1e6
     result: dict[str, Any] = {"packets": n, "vehicles": args.vehicles, "columns": len(schema.columns),
-                              "layout": args.layout, "batch": args.batch,
+                              "layout": args.layout, "batch": args.batch, "compression": args.compression,
                               "bytes_per_packet": round(sum(len(b) for _, b in blobs) / n, 1),
                               "decode_us": round(decode_us, 1)}
     with tempfile.TemporaryDirectory(prefix="dcm-bench-sink-") as tmp:
         main = _pipeline(args, schema, blobs, cache=args.batch, root=Path(tmp) / "cached")
         again = _pipeline(args, schema, blobs, cache=0, root=Path(tmp) / "redecode")
         k = min(args.baseline_packets, n)
-        base = _baseline(schema, packets[:k], Path(tmp), args.batch)
+        base = _baseline(schema, packets[:k], Path(tmp), args.batch, args.compression)
     result.update({
         "packets_per_s_per_core": round(n / main["cpu_s"]),
         "packets_per_s_wall": round(n / main["wall_s"]),
