@@ -419,8 +419,7 @@ def test_interface_down_and_up_while_running(tmp_path, netadmin, broker):
         finally:
             stop.set()
             await asyncio.to_thread(th.join, 10)
-            if True:  # leave the interface up whatever happened
-                await asyncio.to_thread(_ip, ifaces.rx, "up")
+            await asyncio.to_thread(_ip, ifaces.rx, "up")  # leave it up whatever happened
         await chain.stop()
         return chain, down, up_at[0]
 
