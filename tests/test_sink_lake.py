@@ -3,6 +3,7 @@ state, schema-change events, the bucket layout, a ``file://`` root and crash-saf
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import uuid
 
 import duckdb
@@ -186,3 +187,21 @@ def test_compaction_rolls_back_an_uncommitted_intent(tmp_path, schemas):
     assert not (tmp_path / "lake" / partition / "_compaction-deadbeef.json").exists()
     assert [r[1:] for r in _lake_counts(tmp_path)] == [(0, 20, 20), (1, 20, 20)]
     sink.staging.close()
+
+
+def test_the_readme_query_runs_on_both_layouts(tmp_path, schemas):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## The data lake"):]
+    sql = section[section.index("```sql") + 6:section.index("```", section.index("```sql") + 6)]
+    schema = schemas[0]
+    boot = uuid.uuid4().bytes
+    for layout in ("vehicle", "bucket"):
+        root = tmp_path / layout
+        sink = _sink(root, layout=layout, buckets=2)
+        _feed(sink, [schema], [_packet(schema, f"CAR{v}", s, boot, yaw_raw=20_000 if s == 1 else None)
+                               for v in range(3) for s in range(3)])
+        sink.flush()
+        sink.staging.close()
+        rows = _sql(sql.replace("'lake/", f"'{root}/lake/"))
+        assert len(rows) == 9 and {r[0] for r in rows} == {mask_vehicle(SECRET, f"CAR{v}") for v in range(3)}
+        assert all(r[2] is not None and r[4] == 20 for r in rows)  # random raw values leave some ranges
