@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,10 +23,34 @@ log = logging.getLogger(__name__)
 class SourceStats:
     frames: int = 0
     error_frames: int = 0
+    remote_frames: int = 0  # RTR frames carry no data: counted, never sampled
     bus_errors: int = 0  # recv/open failures
     outages: int = 0  # times the bus went away and came back
     outage_seconds: float = 0.0
     last_outage: tuple[float, float] | None = None  # (wall-clock start, seconds) of the latest outage
+
+
+def enlarge_receive_buffer(bus: can.BusABC, size: int) -> int | None:
+    """Give a SocketCAN bus a ``size``-byte kernel receive buffer; returns what the kernel granted.
+
+    The kernel default (~200 KB, a few hundred frames) overflows, silently, during a reader
+    stall of a fraction of a second on a busy bus. ``SO_RCVBUFFORCE`` (root/CAP_NET_ADMIN)
+    ignores ``net.core.rmem_max``; otherwise ``SO_RCVBUF`` is capped by it.
+    """
+    sock = getattr(bus, "socket", None)
+    if not isinstance(sock, socket.socket):
+        return None
+    for option in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            break
+        except OSError:
+            continue
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if granted < size:  # the kernel reports twice what was set
+        log.warning("CAN receive buffer is %d bytes, not %d (raise net.core.rmem_max or run with CAP_NET_ADMIN)",
+                    granted, size)
+    return granted
 
 
 class CanSource:
@@ -76,6 +101,9 @@ class CanSource:
             self._recovered()
         if msg.is_error_frame:
             self.stats.error_frames += 1
+            return None
+        if msg.is_remote_frame:
+            self.stats.remote_frames += 1
             return None
         self.stats.frames += 1
         return msg

@@ -32,8 +32,9 @@ class GatewayConfig:
     interface: str = "socketcan"
     channel: str = "can0"
     bitrate: int | None = None
-    fd: bool = False
+    fd: bool = False  # also switched on by itself when a collected DBC message is CAN FD
     kernel_filters: bool = True
+    rcvbuf_bytes: int = 16 << 20  # SocketCAN receive buffer: rides out reader stalls (SD card, GC)
     topic_prefix: str = "dcm"
     ca_file: str | None = None
     cert_file: str | None = None
@@ -100,6 +101,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "can.bitrate": ("bitrate", _positive(int)),
     "can.fd": ("fd", _bool),
     "can.kernel_filters": ("kernel_filters", _bool),
+    "can.rcvbuf_mb": ("rcvbuf_bytes", lambda v: int(_positive(float)(v) * (1 << 20))),
     "dbc.path": ("dbc_path", lambda v: Path(_str(v))),
     "mqtt.url": ("broker", lambda v: BrokerUrl.parse(_str(v))),
     "mqtt.topic_prefix": ("topic_prefix", _str),

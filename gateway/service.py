@@ -1,15 +1,18 @@
 """The gateway service: CAN bus → sampler → durable outbox → MQTT.
 
 python-can's ``recv`` blocks, so acquisition runs in one dedicated thread
-that owns the sampler and writes finished packets to the outbox; the asyncio
-loop owns publishing. The outbox is the only hand-over between them and it is
-bounded by its byte budget.
+(``can-reader``) that owns the sampler and does nothing slow: finished
+packets go through a small bounded queue to the ``packet-writer`` thread,
+which compresses them and commits them to the outbox (an fsync on an SD card
+can take a while). The asyncio loop owns publishing; the outbox, bounded by
+its byte budget, is the hand-over.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -23,17 +26,18 @@ import dbc as dbc_files
 from minute_packet import encode, schema_from_dbc
 from minute_packet.codec import MinutePacket
 
-from .can_source import CanSource
+from .can_source import CanSource, enlarge_receive_buffer
 from .clock import ClockGuard, clock_synchronised
 from .config import GatewayConfig
 from .decoder import frame_key
-from .outbox import Outbox
+from .outbox import Outbox, OutboxError
 from .publisher import Publisher, PublisherSettings
 from .sampler import Sampler
 
 log = logging.getLogger(__name__)
 
 CLOCK_CHECK_FRAMES = 256  # frames between wall-clock step checks (~0.1 s on a busy bus)
+PACKET_QUEUE = 64  # finished packets waiting for the writer thread (~64 minutes of one car)
 
 
 @dataclasses.dataclass
@@ -41,6 +45,8 @@ class GatewayStats:
     packets_made: int = 0
     packet_bytes: int = 0
     rows_made: int = 0
+    writer_stalls: int = 0  # the reader waited for the packet writer (queue full)
+    packets_unstored: int = 0  # the outbox refused a packet (disk error, larger than the budget)
 
 
 def _version() -> str:
@@ -87,7 +93,8 @@ class Gateway:
         self._replay = replay
         self.source = CanSource(bus) if bus is not None else CanSource(opener=self._open_bus, stop=self._stop)
         self._own_bus = bus is None
-        self._reader_done = asyncio.Event()
+        self._acquisition_done = asyncio.Event()
+        self._packets: queue.Queue[MinutePacket | None] = queue.Queue(maxsize=PACKET_QUEUE)
         self._synced: bool | None = clock_synchronised()
         self._frames_since_check = 0
 
@@ -95,11 +102,19 @@ class Gateway:
         kwargs: dict[str, Any] = {"interface": self.config.interface, "channel": self.config.channel}
         if self.config.bitrate:
             kwargs["bitrate"] = self.config.bitrate
-        if self.config.fd:
+        if self.config.fd or self.needs_fd:
             kwargs["fd"] = True
         if self.config.kernel_filters:
             kwargs["can_filters"] = self.sampler.decoder.can_filters
-        return can.Bus(**kwargs)
+        bus = can.Bus(**kwargs)
+        if self.config.interface == "socketcan":
+            enlarge_receive_buffer(bus, self.config.rcvbuf_bytes)
+        return bus
+
+    @property
+    def needs_fd(self) -> bool:
+        """A collected message is CAN FD: without the FD flag the kernel would never pass it on."""
+        return any(plan.message.is_fd for plan in self.sampler.decoder.plans.values())
 
     def status(self) -> dict[str, Any]:
         """What the retained status message reports."""
@@ -111,10 +126,13 @@ class Gateway:
             "schema": self.schema.fingerprint.hex(),
             "frames": src.frames,
             "error_frames": src.error_frames,
+            "remote_frames": src.remote_frames,
             "bus_outages": src.outages,
             "frames_malformed": smp.frames_malformed,
             "frames_late": smp.frames_late,
             "packets_made": self.stats.packets_made,
+            "packets_unstored": self.stats.packets_unstored,
+            "writer_stalls": self.stats.writer_stalls,
             "packets_published": self.publisher.stats.published,
             "outbox": {"depth": box.depth, "bytes": box.bytes, "budget": box.max_bytes,
                        "evicted_packets": box.stats.evicted_packets, "evicted_bytes": box.stats.evicted_bytes},
@@ -130,12 +148,14 @@ class Gateway:
 
     async def run(self, *, drain_timeout: float = 30.0) -> None:
         loop = asyncio.get_running_loop()
-        reader = threading.Thread(target=self._read_loop, args=(loop,), name="can-reader", daemon=True)
+        reader = threading.Thread(target=self._read_loop, name="can-reader", daemon=True)
+        writer = threading.Thread(target=self._write_loop, args=(loop,), name="packet-writer", daemon=True)
         try:
             async with asyncio.TaskGroup() as tg:
                 pub = tg.create_task(self.publisher.run(), name="publisher")
+                writer.start()
                 reader.start()
-                await self._reader_done.wait()
+                await self._acquisition_done.wait()
                 try:
                     await asyncio.wait_for(self._drained(), timeout=drain_timeout)
                 except TimeoutError:
@@ -148,6 +168,7 @@ class Gateway:
         finally:
             self._stop.set()
             reader.join(timeout=5)
+            writer.join(timeout=5)
             if self._own_bus:
                 self.source.close()
             self.outbox.close()
@@ -157,25 +178,41 @@ class Gateway:
             self.publisher.wake.set()
             await asyncio.sleep(0.05)
 
-    def _store(self, packets: list[MinutePacket], loop: asyncio.AbstractEventLoop) -> None:
-        if not packets:
-            return
-        self._synced = clock_synchronised()
+    def _emit(self, packets: list[MinutePacket]) -> None:
+        """Hand finished packets to the writer thread (reader side; waits only if 64 are queued)."""
         for packet in packets:
-            packet = dataclasses.replace(packet, clock_synced=self._synced,
-                                         clock_correction_ms=self.clock.correction_ms)
-            payload = encode(packet, level=self.config.zstd_level)
-            self.outbox.put(self.config.telemetry_topic, payload)
-            self.stats.packets_made += 1
-            self.stats.packet_bytes += len(payload)
-            self.stats.rows_made += packet.rows
-        loop.call_soon_threadsafe(self.publisher.wake.set)
+            try:
+                self._packets.put_nowait(packet)
+            except queue.Full:
+                self.stats.writer_stalls += 1
+                self._packets.put(packet)
+
+    def _write_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Compress and commit packets to the outbox until the reader's end-of-stream marker."""
+        try:
+            while (packet := self._packets.get()) is not None:
+                self._synced = clock_synchronised()
+                packet = dataclasses.replace(packet, clock_synced=self._synced,
+                                             clock_correction_ms=self.clock.correction_ms)
+                payload = encode(packet, level=self.config.zstd_level)
+                try:
+                    self.outbox.put(self.config.telemetry_topic, payload)
+                except OutboxError as exc:
+                    self.stats.packets_unstored += 1
+                    log.error("packet %d not stored: %s", packet.seq, exc)
+                    continue
+                self.stats.packets_made += 1
+                self.stats.packet_bytes += len(payload)
+                self.stats.rows_made += packet.rows
+                loop.call_soon_threadsafe(self.publisher.wake.set)
+        finally:
+            loop.call_soon_threadsafe(self._acquisition_done.set)
 
     def _check_clock(self) -> None:
         mono = time.monotonic()
         self.clock.observe(time.time() - mono, mono)
 
-    def _handle(self, msg: can.Message, loop: asyncio.AbstractEventLoop) -> None:
+    def _handle(self, msg: can.Message) -> None:
         ts = msg.timestamp
         if not self._replay:
             self._frames_since_check += 1
@@ -185,9 +222,9 @@ class Gateway:
             ts = self.clock.sample_time(ts)
         packets = self.sampler.add(ts, frame_key(msg.arbitration_id, msg.is_extended_id), msg.data)
         if packets:
-            self._store(packets, loop)
+            self._emit(packets)
 
-    def _read_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _read_loop(self) -> None:
         source = self.source
         if not self._replay:
             self._check_clock()
@@ -203,18 +240,18 @@ class Gateway:
                     if not self._replay:
                         self._check_clock()
                     if pending and time.monotonic() - last_frame > self.config.idle_flush_s:
-                        self._store(self.sampler.flush(), loop)
+                        self._emit(self.sampler.flush())
                         pending = False
                     continue
                 last_frame = time.monotonic()
                 pending = True
-                self._handle(msg, loop)
+                self._handle(msg)
             if not self._replay:
                 while (msg := source.recv(timeout=0)) is not None:  # what the bus still holds
-                    self._handle(msg, loop)
-            self._store(self.sampler.flush(), loop)
+                    self._handle(msg)
+            self._emit(self.sampler.flush())
         except Exception:
             log.exception("CAN reader failed")
             raise
         finally:
-            loop.call_soon_threadsafe(self._reader_done.set)
+            self._packets.put(None)  # end of stream for the writer

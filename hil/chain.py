@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from gateway.decoder import frame_key
 from gateway.service import Gateway, GatewayConfig
 
 SECRET = b"dcm-hil-secret"
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 async def settled(count: Callable[[], int], target: int, *, quiet_s: float = 3.0, timeout: float = 120) -> int:
@@ -60,7 +58,6 @@ class Chain:
     dbc_path: Path
     gateway_kw: dict[str, Any] = dataclasses.field(default_factory=dict)
     bus: can.BusABC | None = None  # given: the gateway uses it instead of opening its own
-    rcvbuf: int | None = None  # enlarge the receive buffer of the socket the gateway opens (SO_RCVBUFFORCE)
 
     def __post_init__(self) -> None:
         run = uuid.uuid4().hex[:8]
@@ -78,8 +75,6 @@ class Chain:
         self.seen: list[can.Message] = []
         self.sample_times: list[float] = []
         self._wrap()
-        if self.rcvbuf:
-            self._enlarge_rcvbuf(self.rcvbuf)
         self._tasks: list[asyncio.Task] = []
 
     def _wrap(self) -> None:
@@ -98,21 +93,6 @@ class Chain:
 
         source.recv = recv_and_record  # the reader looks both up on the instance
         sampler.add = add_and_record
-
-    def _enlarge_rcvbuf(self, size: int) -> None:
-        # test-only: what the gateway would do if it set SO_RCVBUF(FORCE) on the sockets it opens
-        opener = self.gw.source._opener
-        assert opener is not None
-
-        def open_big() -> can.BusABC:
-            bus = opener()
-            try:
-                bus.socket.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)  # root: beyond rmem_max
-            except OSError:
-                bus.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-            return bus
-
-        self.gw.source._opener = open_big
 
     @property
     def collected_keys(self) -> set[int]:

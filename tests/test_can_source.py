@@ -76,3 +76,14 @@ def test_without_an_opener_bus_errors_propagate():
     finally:
         bus.shutdown()
     assert raised
+
+
+def test_remote_frames_are_counted_not_sampled():
+    ch = uuid.uuid4().hex
+    with can.Bus(interface="virtual", channel=ch) as rx, can.Bus(interface="virtual", channel=ch) as tx:
+        src = CanSource(rx)
+        tx.send(can.Message(arbitration_id=0xB4, is_extended_id=False, is_remote_frame=True, dlc=8))
+        tx.send(can.Message(arbitration_id=0xB4, is_extended_id=False, data=b"\x01" * 8))
+        got = [src.recv(0.5), src.recv(0.5)]
+    assert got[0] is None and got[1].data == b"\x01" * 8
+    assert (src.stats.remote_frames, src.stats.frames) == (1, 1)

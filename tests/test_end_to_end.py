@@ -10,7 +10,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-import dbc
 from dcm.demo import DemoSettings, run_demo
 
 T0 = 1_767_225_600

@@ -9,7 +9,6 @@ import ssl
 import subprocess
 import threading
 import uuid
-from pathlib import Path
 
 import can
 import paho.mqtt.client as mqtt
