@@ -129,9 +129,18 @@ class Sink:
             batch = [await q.get()]
             while len(batch) < self.config.intake_batch and not q.empty():
                 batch.append(q.get_nowait())
-            await asyncio.to_thread(self.ingest, batch)
-            for m in batch:  # only now is every packet of the batch safe on disk
-                self.intake.ack(m.mid, m.qos)
+            work = asyncio.ensure_future(asyncio.to_thread(self.ingest, batch))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:  # shutting down: let the commit finish before staging closes
+                await work
+                self._ack(batch)
+                raise
+            self._ack(batch)
+
+    def _ack(self, batch: list[Incoming]) -> None:
+        for m in batch:  # only now is every packet of the batch safe on disk
+            self.intake.ack(m.mid, m.qos)
 
     def ingest(self, messages: list[Incoming]) -> None:
         """Validate, dedupe and durably stage messages (one transaction); rejects go to quarantine."""
