@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS schema_events (
     id INTEGER PRIMARY KEY, time REAL NOT NULL, scope TEXT NOT NULL, key TEXT NOT NULL,
     old_fingerprint BLOB, new_fingerprint BLOB NOT NULL, detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS streams (
+    vehicle TEXT NOT NULL, boot BLOB NOT NULL, top INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (vehicle, boot)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS latest_state (
     vehicle TEXT NOT NULL, signal TEXT NOT NULL, ts INTEGER NOT NULL, value REAL,
     PRIMARY KEY (vehicle, signal)
@@ -173,6 +177,9 @@ class Staging:
             self._db.executemany(
                 "INSERT INTO packets (vehicle, boot, seq, fingerprint, model, part, start_time, rows,"
                 " size, payload, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany(  # per (vehicle, boot): highest seq and count, for the gap metric
+                "INSERT INTO streams (vehicle, boot, top, n) VALUES (?, ?, ?, 1) ON CONFLICT (vehicle, boot)"
+                " DO UPDATE SET top = max(top, excluded.top), n = n + 1", [r[:3] for r in rows])
             return out
 
         return self._tx(run)
@@ -296,13 +303,14 @@ class Staging:
         return self.count("payload IS NOT NULL")
 
     def gaps(self) -> list[Gap]:
-        """Per (vehicle, boot), the seq ranges never received (before the highest seq seen)."""
-        return [Gap(v, bytes(b), a, z) for v, b, a, z in self._read(_GAPS_SQL.format(source="packets"))]
+        """Per (vehicle, boot), the seq ranges never received (below the highest seq seen).
+
+        Scans every key, on its own read connection so intake is not blocked meanwhile."""
+        return union_gaps([self.path])
 
     def missing_count(self) -> int:
-        """Total number of seqs missing below each (vehicle, boot)'s highest seq."""
-        return int(self._read("SELECT COALESCE(SUM(top + 1 - n), 0) FROM"
-                              " (SELECT MAX(seq) AS top, COUNT(*) AS n FROM packets GROUP BY vehicle, boot)")[0][0])
+        """Total number of seqs missing below each (vehicle, boot)'s highest seq (one row per stream)."""
+        return int(self._read("SELECT COALESCE(SUM(top + 1 - n), 0) FROM streams")[0][0])
 
     def latest_state(self, vehicle: str) -> dict[str, tuple[int, float | None]]:
         rows = self._read("SELECT signal, ts, value FROM latest_state WHERE vehicle = ?", (vehicle,))
