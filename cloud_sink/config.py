@@ -12,6 +12,7 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     quarantine = "state/quarantine"
     dbc = ["dbc/reference_car.dbc"]
     http = "127.0.0.1:9108"        # /metrics and /vehicles/{masked}/latest; "" for none
+    dedupe_days = 30               # dedupe keys are kept this long
 
     [lake]
     root = "lake"                  # or "file:///srv/lake", "s3://bucket/lake?endpoint_override=..."
@@ -63,6 +64,7 @@ class SinkConfig:
     decoded_cache: int = 1000  # packets decoded at intake kept for the writer
     intake_batch: int = 500
     queue_size: int = 1000
+    dedupe_days: float = 30.0  # dedupe keys older than this are pruned (bounds the staging database)
     http_host: str | None = None
     http_port: int = 9108
     ca_file: str | None = None
@@ -79,6 +81,7 @@ class SinkConfig:
             (self.max_batch_packets > 0, "max_batch_packets", "must be positive"),
             (self.chunk_packets > 0, "chunk_packets", "must be positive"),
             (self.decoded_cache >= 0, "decoded_cache", "must be >= 0"),
+            (self.dedupe_days > 0, "dedupe_days", "must be positive"),
             (self.intake_batch > 0 and self.queue_size > 0, "intake_batch", "must be positive"),
             (0 <= self.http_port < 65536, "http_port", "must be 0..65535"),
             (bool(self.topic_prefix) and "+" not in self.topic_prefix and "#" not in self.topic_prefix,
@@ -106,6 +109,7 @@ _KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "state": ("state_path", str), "quarantine": ("quarantine_dir", str), "dbc": ("dbc_paths", list),
     "http": ("http", str), "ca_file": ("ca_file", str), "intake_batch": ("intake_batch", int),
     "queue_size": ("queue_size", int), "decoded_cache": ("decoded_cache", int),
+    "dedupe_days": ("dedupe_days", (int, float)),
     "lake.root": ("lake_root", str), "lake.layout": ("layout", str), "lake.buckets": ("buckets", int),
     "lake.roll_mib": ("roll_mib", (int, float)), "lake.roll_interval_s": ("roll_interval_s", (int, float)),
     "lake.compression": ("compression", str), "lake.max_batch_packets": ("max_batch_packets", int),

@@ -26,7 +26,7 @@ from .intake import Incoming, MqttIntake
 from .lake import Lake, mask_vehicle
 from .quarantine import Quarantine
 from .registry import SchemaRegistry
-from .staging import NewPacket, Staging
+from .staging import NEW, STALE, NewPacket, Staging
 from .writer import DecodedCache, LakeWriter
 
 __all__ = ["Sink", "SinkConfig", "SinkStats"]
@@ -73,6 +73,7 @@ class Sink:
         self._flush_now = asyncio.Event()
         self.http_port: int | None = None
         self._gaps_cache: tuple[float, int] = (0.0, 0)
+        self._next_prune = 0.0
         prefix = config.topic_prefix
         telemetry = f"{prefix}/+/telemetry"
         if config.share_group:
@@ -147,13 +148,16 @@ class Sink:
         accepted = [a for a in (self._accept(m) for m in messages) if a is not None]
         if not accepted:
             return
-        fresh = self.staging.stage([n for n, _ in accepted])
+        outcome = self.staging.stage([n for n, _ in accepted])
         uses = []
-        for (item, packet), is_new in zip(accepted, fresh):
-            if is_new:
+        for (item, packet), status in zip(accepted, outcome):
+            if status == NEW:
                 self.stats.packets_staged += 1
                 self.cache.put(packet)
                 uses.append((item.model, self.mask(item.vehicle), item.fingerprint))
+            elif status == STALE:  # older than the dedupe window: kept aside, not risked as a duplicate
+                self.quarantine.put("older_than_dedupe_window", f"{self.config.topic_prefix}/{item.vehicle}/telemetry",
+                                    item.payload, f"seq {item.seq} is at or below the pruned floor")
             else:
                 self.stats.duplicates += 1
         if uses:
@@ -213,6 +217,12 @@ class Sink:
                 force = False
             if force or await asyncio.to_thread(self._roll_due):
                 await asyncio.to_thread(self.flush)
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + 3600
+                cutoff = time.time() - self.config.dedupe_days * 86400
+                pruned = await asyncio.to_thread(self.staging.prune, cutoff)
+                if pruned:
+                    log.info("pruned %d dedupe keys older than %g days", pruned, self.config.dedupe_days)
 
     def _roll_due(self) -> bool:
         backlog = self.staging.backlog(self.schemas)

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS schema_events (
 );
 CREATE TABLE IF NOT EXISTS streams (
     vehicle TEXT NOT NULL, boot BLOB NOT NULL, top INTEGER NOT NULL, n INTEGER NOT NULL,
+    floor INTEGER NOT NULL DEFAULT -1,  -- highest seq whose key was pruned (older than the dedupe window)
     PRIMARY KEY (vehicle, boot)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS latest_state (
@@ -55,9 +56,15 @@ _GAPS_SQL = """
 WITH ordered AS (
     SELECT vehicle, boot, seq, LAG(seq, 1, -1) OVER (PARTITION BY vehicle, boot ORDER BY seq) AS prev
     FROM {source}
+), floors AS (
+    SELECT vehicle, boot, MAX(floor) AS floor FROM {streams} GROUP BY vehicle, boot
 )
-SELECT vehicle, boot, prev + 1, seq - 1 FROM ordered WHERE seq > prev + 1 ORDER BY vehicle, boot, seq
+SELECT o.vehicle, o.boot, MAX(o.prev, COALESCE(f.floor, -1)) + 1, o.seq - 1
+FROM ordered o LEFT JOIN floors f ON f.vehicle = o.vehicle AND f.boot = o.boot
+WHERE o.seq > MAX(o.prev, COALESCE(f.floor, -1)) + 1 ORDER BY o.vehicle, o.boot, o.seq
 """
+
+NEW, DUPLICATE, STALE = "new", "duplicate", "stale"
 
 
 class StagingError(Exception):
@@ -154,24 +161,32 @@ class Staging:
             except sqlite3.Error as exc:
                 raise StagingError(f"{self.path}: {exc}") from exc
 
-    def stage(self, packets: Sequence[NewPacket]) -> list[bool]:
-        """Durably insert packets; returns per packet True if new, False if a duplicate."""
+    def stage(self, packets: Sequence[NewPacket]) -> list[str]:
+        """Durably insert packets; returns per packet ``NEW``, ``DUPLICATE`` or ``STALE`` (at or
+        below its stream's pruned floor: it cannot be told from a duplicate any more)."""
 
-        def run() -> list[bool]:
+        def run() -> list[str]:
             seen: set[tuple[str, bytes, int]] = set()
+            floors: dict[tuple[str, bytes], int] = {}
             for k in range(0, len(packets), 300):  # 3 parameters per key, well under SQLite's limit
                 keys = [(p.vehicle, p.boot, p.seq) for p in packets[k:k + 300]]
                 marks = ",".join(["(?, ?, ?)"] * len(keys))
+                flat = [x for key in keys for x in key]
                 seen.update((v, bytes(b), s) for v, b, s in self._db.execute(
-                    f"SELECT vehicle, boot, seq FROM packets WHERE (vehicle, boot, seq) IN (VALUES {marks})",
-                    [x for key in keys for x in key]))
+                    f"SELECT vehicle, boot, seq FROM packets WHERE (vehicle, boot, seq) IN (VALUES {marks})", flat))
+                floors.update(((v, bytes(b)), f) for v, b, f in self._db.execute(
+                    f"SELECT vehicle, boot, floor FROM streams WHERE floor >= 0 AND (vehicle, boot) IN"
+                    f" (SELECT column1, column2 FROM (VALUES {marks}))", flat))
             out, rows = [], []
             for p in packets:
                 key = (p.vehicle, p.boot, p.seq)
-                new = key not in seen
-                seen.add(key)  # a second copy within the same batch is a duplicate too
-                out.append(new)
-                if new:
+                if key in seen:
+                    out.append(DUPLICATE)
+                elif p.seq <= floors.get((p.vehicle, p.boot), -1):
+                    out.append(STALE)
+                else:
+                    seen.add(key)  # a second copy within the same batch is a duplicate too
+                    out.append(NEW)
                     rows.append((p.vehicle, p.boot, p.seq, p.fingerprint, p.model, p.part, p.start_time, p.rows,
                                  len(p.payload), p.payload, p.received))
             self._db.executemany(
@@ -181,6 +196,22 @@ class Staging:
                 "INSERT INTO streams (vehicle, boot, top, n) VALUES (?, ?, ?, 1) ON CONFLICT (vehicle, boot)"
                 " DO UPDATE SET top = max(top, excluded.top), n = n + 1", [r[:3] for r in rows])
             return out
+
+        return self._tx(run)
+
+    def prune(self, before: float) -> int:
+        """Forget the keys of packets received before ``before`` that are already in the lake.
+
+        Bounds the database: dedupe then covers the retention window. Each stream remembers the
+        highest pruned seq (``floor``); a later packet at or below it is reported ``STALE``."""
+
+        def run() -> int:
+            self._db.execute(
+                "UPDATE streams SET floor = max(floor, (SELECT MAX(seq) FROM packets p WHERE p.vehicle ="
+                " streams.vehicle AND p.boot = streams.boot AND p.payload IS NULL AND p.received < ?))"
+                " WHERE EXISTS (SELECT 1 FROM packets p WHERE p.vehicle = streams.vehicle AND p.boot ="
+                " streams.boot AND p.payload IS NULL AND p.received < ?)", (before, before))
+            return self._db.execute("DELETE FROM packets WHERE payload IS NULL AND received < ?", (before,)).rowcount
 
         return self._tx(run)
 
@@ -332,7 +363,9 @@ def union_gaps(paths: Sequence[str | Path]) -> list[Gap]:
                 raise StagingError(f"{path}: no such staging database")
             db.execute(f"ATTACH DATABASE ? AS w{i}", (f"file:{Path(path).resolve()}?mode=ro",))
         source = "(" + " UNION ".join(f"SELECT vehicle, boot, seq FROM w{i}.packets" for i in range(len(paths))) + ")"
-        return [Gap(v, bytes(b), a, z) for v, b, a, z in db.execute(_GAPS_SQL.format(source=source))]
+        streams = "(" + " UNION ALL ".join(f"SELECT vehicle, boot, floor FROM w{i}.streams"
+                                           for i in range(len(paths))) + ")"
+        return [Gap(v, bytes(b), a, z) for v, b, a, z in db.execute(_GAPS_SQL.format(source=source, streams=streams))]
     except sqlite3.Error as exc:
         raise StagingError(f"{', '.join(map(str, paths))}: {exc}") from exc
     finally:

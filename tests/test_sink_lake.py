@@ -3,6 +3,7 @@ state, schema-change events, the bucket layout, a ``file://`` root and crash-saf
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 import uuid
 
@@ -205,3 +206,21 @@ def test_the_readme_query_runs_on_both_layouts(tmp_path, schemas):
         rows = _sql(sql.replace("'lake/", f"'{root}/lake/"))
         assert len(rows) == 9 and {r[0] for r in rows} == {mask_vehicle(SECRET, f"CAR{v}") for v in range(3)}
         assert all(r[2] is not None and r[4] == 20 for r in rows)  # random raw values leave some ranges
+
+
+def test_pruned_dedupe_keys_keep_gaps_and_turn_late_copies_stale(tmp_path, schemas):
+    schema = schemas[0]
+    boot = uuid.uuid4().bytes
+    sink = _sink(tmp_path)
+    _feed(sink, [schema], [_packet(schema, "CAR1", s, boot) for s in (0, 1, 2, 5, 6)])
+    sink.flush()
+    _feed(sink, [schema], [_packet(schema, "CAR1", 7, boot)])  # staged, not yet in the lake: never pruned
+    assert sink.staging.prune(time.time() + 1) == 5
+    assert sink.staging.count() == 1 and sink.gap_count(0) == 2
+    assert [(g.first, g.last) for g in sink.staging.gaps()] == []  # 3-4 lie below the pruned floor (6)
+    _feed(sink, [schema], [_packet(schema, "CAR1", 1, boot), _packet(schema, "CAR1", 9, boot)])
+    assert sink.quarantine.by_reason["older_than_dedupe_window"] == 1
+    assert [(g.first, g.last) for g in sink.staging.gaps()] == [(8, 8)]
+    assert sink.flush() == 2
+    assert [r[1] for r in _lake_counts(tmp_path)] == [0, 1, 2, 5, 6, 7, 9]
+    sink.staging.close()
