@@ -17,16 +17,18 @@ import logging
 import time
 from pathlib import Path
 
+import pyarrow as pa
+
 import dbc as dbc_files
 from minute_packet import MinutePacket, PacketDecodeError, Schema, SchemaError, decode, schema_from_dbc
 
 from .config import SinkConfig
 from .http import Sample, serve
 from .intake import Incoming, MqttIntake
-from .lake import Lake, mask_vehicle
+from .lake import Lake, LakeError, mask_vehicle
 from .quarantine import Quarantine
 from .registry import SchemaRegistry
-from .staging import NEW, STALE, NewPacket, Staging
+from .staging import NEW, STALE, NewPacket, Staging, StagingError
 from .writer import DecodedCache, LakeWriter
 
 __all__ = ["Sink", "SinkConfig", "SinkStats"]
@@ -46,6 +48,8 @@ class SinkStats:
     schemas_learned: int = 0
     schema_events: int = 0
     events_dropped: int = 0  # schema events not published (broker unreachable); still stored
+    staging_errors: int = 0
+    write_errors: int = 0
     last_lag_s: float = 0.0  # receive time - packet end time, of the last staged packet
     rejects: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     out_of_range: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -74,6 +78,8 @@ class Sink:
         self.http_port: int | None = None
         self._gaps_cache: tuple[float, int] = (0.0, 0)
         self._next_prune = 0.0
+        self._backoff = 1.0
+        self._loop: asyncio.AbstractEventLoop | None = None
         prefix = config.topic_prefix
         telemetry = f"{prefix}/+/telemetry"
         if config.share_group:
@@ -102,6 +108,7 @@ class Sink:
         self._stop.set()
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.intake.start()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -119,6 +126,11 @@ class Sink:
             await asyncio.to_thread(self.flush)  # clean shutdown: everything staged goes to the lake
             self.staging.close()
 
+    def _request_flush(self) -> None:
+        """Wake the lake writer; safe from the intake thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._flush_now.set)
+
     def _bound(self, port: int) -> None:
         self.http_port = port
 
@@ -130,13 +142,24 @@ class Sink:
             batch = [await q.get()]
             while len(batch) < self.config.intake_batch and not q.empty():
                 batch.append(q.get_nowait())
-            work = asyncio.ensure_future(asyncio.to_thread(self.ingest, batch))
-            try:
-                await asyncio.shield(work)
-            except asyncio.CancelledError:  # shutting down: let the commit finish before staging closes
-                await work
-                self._ack(batch)
-                raise
+            delay = 0.5
+            while True:
+                work = asyncio.ensure_future(asyncio.to_thread(self.ingest, batch))
+                try:
+                    await asyncio.shield(work)
+                    break
+                except asyncio.CancelledError:  # shutting down: let the commit finish before staging closes
+                    try:
+                        await work
+                    except StagingError:
+                        raise asyncio.CancelledError() from None  # not acked: the broker redelivers
+                    self._ack(batch)
+                    raise
+                except StagingError as exc:  # e.g. disk full: nothing acked, retry the same messages
+                    self.stats.staging_errors += 1
+                    log.error("staging failed, retrying in %.1f s: %s", delay, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
             self._ack(batch)
 
     def _ack(self, batch: list[Incoming]) -> None:
@@ -175,7 +198,7 @@ class Sink:
                 self._reject("schema_fingerprint_mismatch", m, "topic and content differ")
                 return None
             self._learn(schema, m.payload)
-            self._flush_now.set()  # parked packets may now be writable
+            self._request_flush()  # parked packets may now be writable
             return None
         self.stats.packets_in += 1
         try:
@@ -215,8 +238,17 @@ class Sink:
                 force = True
             except TimeoutError:
                 force = False
-            if force or await asyncio.to_thread(self._roll_due):
-                await asyncio.to_thread(self.flush)
+            try:
+                if force or await asyncio.to_thread(self._roll_due):
+                    await asyncio.to_thread(self.flush)
+            except (LakeError, StagingError, OSError, pa.ArrowException) as exc:
+                # the unfinished batch stays in staging and is written again (same file names)
+                self.stats.write_errors += 1
+                log.error("writing to the lake failed, retrying in %.0f s: %s", self._backoff, exc)
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 60.0)
+                continue
+            self._backoff = 1.0
             if time.monotonic() >= self._next_prune:
                 self._next_prune = time.monotonic() + 3600
                 cutoff = time.time() - self.config.dedupe_days * 86400
@@ -225,6 +257,8 @@ class Sink:
                     log.info("pruned %d dedupe keys older than %g days", pruned, self.config.dedupe_days)
 
     def _roll_due(self) -> bool:
+        if self.staging.unfinished_batch():
+            return True
         backlog = self.staging.backlog(self.schemas)
         if backlog.packets == 0:
             return False
@@ -272,6 +306,9 @@ class Sink:
             ("dcm_sink_rows_stored_total", c, "rows written to the lake", {}, s.rows_stored),
             ("dcm_sink_duplicates_total", c, "duplicate deliveries dropped", {}, s.duplicates),
             ("dcm_sink_files_written_total", c, "Parquet files written", {}, s.files_written),
+            ("dcm_sink_staging_errors_total", c, "failed staging commits (retried, not acked)", {},
+             s.staging_errors),
+            ("dcm_sink_write_errors_total", c, "failed lake writes (batch retried)", {}, s.write_errors),
             ("dcm_sink_schemas_learned_total", c, "schemas learned", {}, s.schemas_learned),
             ("dcm_sink_schema_events_total", c, "schema new/change events", {}, s.schema_events),
             ("dcm_sink_schema_events_unpublished_total", c, "schema events not published", {}, s.events_dropped),

@@ -225,6 +225,10 @@ class Staging:
             f" WHERE payload IS NOT NULL AND batch IS NULL AND fingerprint IN ({marks})", known)[0]
         return Backlog(int(n), int(size), oldest)
 
+    def unfinished_batch(self) -> bool:
+        """A batch was assigned but not finished (a crash or a failed write): it must be redone."""
+        return bool(self._read("SELECT 1 FROM batches WHERE done = 0 LIMIT 1"))
+
     def assign_batch(self, fingerprints: Iterable[bytes], limit: int) -> tuple[int, bool, list[StagedPacket]] | None:
         """Put up to ``limit`` staged packets with a known schema into a new batch.
 

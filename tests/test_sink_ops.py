@@ -140,3 +140,24 @@ def test_http_metrics_latest_state_and_schema_events(tmp_path, broker, schema):
     assert seen["unknown"][0] == 404
     assert sink.stats.packets_stored == 3
     assert [(e["kind"], e["scope"], e["key"]) for e in events.got] == [("new", "model", "ref")]
+
+
+def test_a_failing_lake_is_retried_without_losing_packets(tmp_path, broker, schema):
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    boot = uuid.uuid4().bytes
+    blocker = tmp_path / "lake"
+    blocker.write_text("not a folder")  # the lake root cannot be created: every write fails
+    items = [(f"{prefix}/CAR8/telemetry", encode(_packet(schema, "CAR8", s, boot, rows=5)), False) for s in range(2)]
+
+    class Heal(Publish):
+        async def __call__(self, sink):
+            await super().__call__(sink)
+            for _ in range(200):
+                if sink.stats.write_errors:
+                    break
+                await asyncio.sleep(0.05)
+            blocker.unlink()
+
+    config = _config(tmp_path, broker, prefix, dbc_paths=(dbc.REFERENCE_DBC,))
+    sink = asyncio.run(_run_sink(config, Heal(broker, items, lambda s: s.stats.packets_stored >= 2)))
+    assert sink.stats.write_errors >= 1 and sink.stats.packets_stored == 2
