@@ -161,3 +161,17 @@ def test_a_failing_lake_is_retried_without_losing_packets(tmp_path, broker, sche
     config = _config(tmp_path, broker, prefix, dbc_paths=(dbc.REFERENCE_DBC,))
     sink = asyncio.run(_run_sink(config, Heal(broker, items, lambda s: s.stats.packets_stored >= 2)))
     assert sink.stats.write_errors >= 1 and sink.stats.packets_stored == 2
+
+
+def test_compact_cli(tmp_path, schema, capsys):
+    sink = Sink(SinkConfig(broker=BrokerUrl("127.0.0.1", 1), lake_root=tmp_path / "lake",
+                           state_path=tmp_path / "s.sqlite", quarantine_dir=tmp_path / "q", vehicle_secret=SECRET,
+                           dbc_paths=(dbc.REFERENCE_DBC,)))
+    boot = uuid.uuid4().bytes
+    for s in range(3):
+        sink.ingest([Incoming("dcm/CAR1/telemetry", encode(_packet(schema, "CAR1", s, boot, rows=5)), s, 1, False)])
+        sink.flush()
+    sink.staging.close()
+    assert dcm_main(["sink", "compact", "--lake", str(tmp_path / "lake"), "--min-age", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["partitions"], report["merged_files"], report["outputs"], report["rows"]) == (1, 3, 1, 15)
