@@ -224,3 +224,22 @@ def test_pruned_dedupe_keys_keep_gaps_and_turn_late_copies_stale(tmp_path, schem
     assert sink.flush() == 2
     assert [r[1] for r in _lake_counts(tmp_path)] == [0, 1, 2, 5, 6, 7, 9]
     sink.staging.close()
+
+
+def test_batches_roll_by_size_and_by_age(tmp_path, schemas):
+    schema = schemas[0]
+    boot = uuid.uuid4().bytes
+    packets = [_packet(schema, "CAR1", s, boot) for s in range(2)]
+    size = sum(len(encode(p)) for p in packets)
+    big = _sink(tmp_path / "a", roll_bytes=10 * size, roll_interval_s=3600)
+    _feed(big, [schema], packets)
+    assert not big._roll_due()  # small and young: keep waiting
+    small = _sink(tmp_path / "b", roll_bytes=size, roll_interval_s=3600)
+    _feed(small, [schema], packets)
+    assert small._roll_due()  # enough bytes
+    young = _sink(tmp_path / "c", roll_bytes=10 * size, roll_interval_s=0.05)
+    _feed(young, [schema], packets)
+    time.sleep(0.1)
+    assert young._roll_due()  # old enough
+    for s in (big, small, young):
+        s.staging.close()

@@ -106,7 +106,8 @@ def test_http_metrics_latest_state_and_schema_events(tmp_path, broker, schema):
     boot = uuid.uuid4().bytes
     topic = f"{prefix}/CAR5/telemetry"
     items = [(topic, encode(_packet(schema, "CAR5", s, boot)), False) for s in (0, 1, 3)]
-    items += [(topic, items[0][1], False), (topic, b"MP\x01\x00junk", False)]
+    items += [(topic, items[0][1], False), (topic, b"MP\x01\x00junk", False),
+              (topic, b"MP\x01\x00" + bytes(1_100_000), False)]  # oversized
     events = _Events(broker, f"{prefix}/events/schema")
     seen: dict[str, tuple[int, str]] = {}
     masked = mask_vehicle(SECRET, "CAR5")
@@ -129,7 +130,7 @@ def test_http_metrics_latest_state_and_schema_events(tmp_path, broker, schema):
     status, metrics = seen["metrics"]
     assert status == 200
     lines = set(metrics.splitlines())
-    for line in ("dcm_sink_packets_in_total 5", "dcm_sink_packets_stored_total 3", "dcm_sink_duplicates_total 1",
+    for line in ("dcm_sink_packets_in_total 6", 'dcm_sink_rejects_total{reason="too_large"} 1', "dcm_sink_packets_stored_total 3", "dcm_sink_duplicates_total 1",
                  'dcm_sink_rejects_total{reason="corrupt_compression"} 1', "dcm_sink_gap_packets 1",
                  "dcm_sink_staging_backlog_packets 0", "# TYPE dcm_sink_lag_seconds gauge"):
         assert line in lines, line
