@@ -221,14 +221,14 @@ def _decode_body(body: dict) -> MinutePacket:
         present = np.unpackbits(np.frombuffer(mask, np.uint8), count=ncol * nrow).reshape(ncol, nrow).view(bool)
     else:
         present = np.ones((ncol, nrow), dtype=bool)
-    if (present[widths == _ALL_MISSING]).any():
+    per_width = np.bincount(widths, minlength=256)
+    if per_width[_ALL_MISSING] and present[widths == _ALL_MISSING].any():
         raise PacketDecodeError("malformed", "an all-missing column has present values")
     # zig-zag first values and deltas side by side, un-zig-zagged and summed along the rows in place
     values = np.zeros((ncol, nrow), dtype=np.uint64)
     values[:, 0] = first_zz
     for w in (1, 2, 4, 8):
-        sel = widths == w
-        k = int(np.count_nonzero(sel))
+        k = int(per_width[w])
         blob = body.get(f"d{w}", b"")
         if not isinstance(blob, bytes) or len(blob) != k * (nrow - 1) * w:
             raise PacketDecodeError("malformed", f"delta block d{w} has the wrong length")
@@ -236,7 +236,7 @@ def _decode_body(body: dict) -> MinutePacket:
             planes = np.frombuffer(blob, np.uint8)
             if w > 1:  # undo the byte shuffle
                 planes = planes.reshape(w, -1).T.copy()
-            values[sel, 1:] = planes.view(_DTYPES[w]).reshape(k, nrow - 1)
+            values[widths == w, 1:] = planes.view(_DTYPES[w]).reshape(k, nrow - 1)
     sign = values & np.uint64(1)
     values >>= np.uint64(1)
     np.negative(sign, out=sign)
