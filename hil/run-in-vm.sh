@@ -12,5 +12,12 @@ if [ -n "${HIL_RWDIR:-}" ]; then
   export HIL_RWDIR=$(cd "$HIL_RWDIR" && pwd)
   args+=(--junitxml "$HIL_RWDIR/hil-junit.xml")
 fi
-# -p no:cacheprovider: the VM's root is a throw-away overlay; nothing worth caching
-exec "$RUNNER" .venv/bin/python -m pytest -q -p no:cacheprovider "${args[@]}" hil "$@"
+# -p no:cacheprovider: the VM's root is a throw-away overlay; nothing worth caching.
+# Exit status 125 means the VM itself failed (QEMU under TCG has been seen to abort at boot, once);
+# that is retried once. A test failure (any other status) is never retried.
+for attempt in 1 2; do
+  status=0
+  "$RUNNER" .venv/bin/python -m pytest -q -p no:cacheprovider "${args[@]}" hil "$@" || status=$?
+  [ "$status" -eq 125 ] && [ "$attempt" -eq 1 ] && { echo "run-in-vm.sh: the VM failed (125); booting it once more" >&2; continue; }
+  exit "$status"
+done
