@@ -10,16 +10,19 @@ duplicates), and the batch is marked done. A staged packet whose schema is
 not known yet simply waits here ("parked") until the schema arrives.
 
 The same database holds the learned schemas, schema-change events and the
-latest-state table (one row per masked vehicle and signal).
+latest-state table (one row per masked vehicle, its signals' last values as JSON).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+from .table import merge_latest
 
 T = TypeVar("T")
 
@@ -46,10 +49,9 @@ CREATE TABLE IF NOT EXISTS streams (
     floor INTEGER NOT NULL DEFAULT -1,  -- highest seq whose key was pruned (older than the dedupe window)
     PRIMARY KEY (vehicle, boot)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS latest_state (
-    vehicle TEXT NOT NULL, signal TEXT NOT NULL, ts INTEGER NOT NULL, value REAL,
-    PRIMARY KEY (vehicle, signal)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest_state (  -- signals: JSON {"<signal>": [<unix ts>, <value>], ...}
+    vehicle TEXT PRIMARY KEY, ts INTEGER NOT NULL, signals TEXT NOT NULL
+);
 """
 
 _GAPS_SQL = """
@@ -270,18 +272,25 @@ class Staging:
         return self._tx(run)
 
     def finish_batch(self, batch: int, files: Sequence[str],
-                     latest: Iterable[tuple[str, str, int, float | None]]) -> None:
-        """Mark a batch written, drop its payloads (keys stay for dedupe) and upsert latest state."""
+                     latest: Mapping[str, Mapping[str, tuple[int, float]]]) -> None:
+        """Mark a batch written, drop its payloads (keys stay for dedupe) and merge latest state
+        (one row per masked vehicle; per signal the later value wins)."""
 
         def run() -> None:
             self._db.execute("UPDATE batches SET done = 1, files = ? WHERE id = ?", ("\n".join(files), batch))
             self._db.execute("UPDATE packets SET payload = NULL WHERE batch = ?", (batch,))
+            vehicles = list(latest)
+            old: dict[str, dict[str, tuple[int, float]]] = {}
+            for k in range(0, len(vehicles), 500):
+                part = vehicles[k:k + 500]
+                rows = self._db.execute(f"SELECT vehicle, signals FROM latest_state WHERE vehicle IN"
+                                        f" ({','.join('?' * len(part))})", part)
+                old.update((v, {n: (t, x) for n, (t, x) in json.loads(j).items()}) for v, j in rows)
+            merged = {v: dict(old[v]) for v in old}
+            merge_latest(merged, {v: dict(s) for v, s in latest.items()})
             self._db.executemany(
-                "INSERT INTO latest_state (vehicle, signal, ts, value) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (vehicle, signal) DO UPDATE SET ts = excluded.ts, value = excluded.value"
-                " WHERE excluded.ts >= latest_state.ts",
-                latest,
-            )
+                "INSERT OR REPLACE INTO latest_state (vehicle, ts, signals) VALUES (?, ?, ?)",
+                [(v, max(t for t, _ in sig.values()), json.dumps(sig)) for v, sig in merged.items() if sig])
 
         self._tx(run)
 
@@ -348,8 +357,11 @@ class Staging:
         return int(self._read("SELECT COALESCE(SUM(top + 1 - n), 0) FROM streams")[0][0])
 
     def latest_state(self, vehicle: str) -> dict[str, tuple[int, float | None]]:
-        rows = self._read("SELECT signal, ts, value FROM latest_state WHERE vehicle = ?", (vehicle,))
-        return {s: (t, v) for s, t, v in rows}
+        """Signal -> (unix ts, value) of a masked vehicle; empty when unknown."""
+        rows = self._read("SELECT signals FROM latest_state WHERE vehicle = ?", (vehicle,))
+        if not rows:
+            return {}
+        return {n: (int(t), None if x is None or x != x else x) for n, (t, x) in json.loads(rows[0][0]).items()}
 
     def close(self) -> None:
         with self._lock:

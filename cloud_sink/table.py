@@ -24,6 +24,7 @@ import pyarrow as pa
 from minute_packet import MinutePacket, Schema
 
 TS_TYPE = pa.timestamp("s", tz="UTC")
+Latest = dict[str, dict[str, tuple[int, float]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Built:
 
     table: pa.Table
     out_of_range: np.ndarray  # per schema column, flagged values
-    latest: list[tuple[str, str, int, float | None]]  # (masked vehicle, signal, ts, value)
+    latest: Latest  # masked vehicle -> signal -> (ts, value)
     row_ends: np.ndarray  # per packet, the end of its rows in the table (rows without values dropped)
 
 
@@ -70,6 +71,7 @@ class TableBuilder:
         self.schema = schema
         self.names = [c.name for c in schema.columns]
         self._names_arrow = pa.array(self.names, type=pa.string())
+        self._names_object = np.array(self.names, dtype=object)
         keys: dict[tuple[str, bool], list[int]] = {}
         for i, col in enumerate(schema.columns):
             keys.setdefault((col.kind, col.integer_valued), []).append(i)
@@ -178,25 +180,44 @@ class TableBuilder:
         return pa.ListArray.from_arrays(pa.array(offsets), self._names_arrow.take(pa.array(cols)))
 
     def _latest(self, packets: Sequence[MinutePacket], masked: Sequence[str], starts: np.ndarray,
-                ts: np.ndarray, present: np.ndarray,
-                physical: list[np.ndarray]) -> list[tuple[str, str, int, float | None]]:
-        """Per vehicle and column, the last present value (rows are in time order per vehicle)."""
+                ts: np.ndarray, present: np.ndarray, physical: list[np.ndarray]) -> Latest:
+        """Per vehicle, each column's last present value and its time (rows are in time order
+        per vehicle)."""
         seg = [0] + [i for i in range(1, len(packets)) if masked[i] != masked[i - 1]]
         bounds = [int(b) for b in starts[seg]] + [present.shape[1]]
-        cols = np.arange(present.shape[0])
-        last = np.empty((present.shape[0], len(seg)), dtype=np.int64)  # (ncol, vehicles), -1 = never present
+        ncol = present.shape[0]
+        cols = np.arange(ncol)
+        last = np.empty((ncol, len(seg)), dtype=np.int64)  # (ncol, vehicles), -1 = never present
         for v in range(len(seg)):
             a, b = bounds[v], bounds[v + 1]
             rev = present[:, a:b][:, ::-1]
             idx = np.argmax(rev, axis=1)  # first present value from the end
             last[:, v] = np.where(rev[cols, idx], b - 1 - idx, -1)
-        out: list[tuple[str, str, int, float | None]] = []
+        values = np.empty((ncol, len(seg)), dtype=np.float64)
         for g, phys in zip(self.groups, physical):
-            sub = last[g.index]
-            vals = np.take_along_axis(phys, np.maximum(sub, 0), axis=1)
-            for k, v in zip(*np.nonzero(sub >= 0)):
-                out.append((masked[seg[v]], self.names[g.index[k]], int(ts[sub[k, v]]), float(vals[k, v])))
+            values[g.index] = np.take_along_axis(phys, np.maximum(last[g.index], 0), axis=1)
+        times = ts[np.maximum(last, 0)]
+        has = last >= 0
+        out: Latest = {}
+        for v in range(len(seg)):
+            sel = has[:, v]
+            out[masked[seg[v]]] = dict(zip(self._names_object[sel].tolist(),
+                                           zip(times[sel, v].tolist(), values[sel, v].tolist())))
         return out
+
+
+def merge_latest(into: Latest, more: Latest) -> None:
+    """Fold ``more`` into ``into``, keeping per vehicle and signal the later value."""
+    for vehicle, signals in more.items():
+        have = into.get(vehicle)
+        if have is None:
+            into[vehicle] = dict(signals)
+        elif min(t for t, _ in signals.values()) >= max(t for t, _ in have.values()):
+            have.update(signals)  # the usual case: newer data, no comparison per signal
+        else:
+            for name, (t, value) in signals.items():
+                if name not in have or t >= have[name][0]:
+                    have[name] = (t, value)
 
 
 def _dictionary(labels: list[str], index: np.ndarray) -> pa.Array:

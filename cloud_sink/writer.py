@@ -21,7 +21,7 @@ from minute_packet import MinutePacket, PacketDecodeError, Schema, decode
 from .lake import DAY, Lake, LakeFile, safe_value
 from .quarantine import Quarantine
 from .staging import StagedPacket, Staging
-from .table import TableBuilder
+from .table import Latest, TableBuilder, merge_latest
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class BatchResult:
     rows: int
     rejected: int
     out_of_range: collections.Counter
-    latest: list[tuple[str, str, int, float | None]]
+    latest: Latest
 
 
 class LakeWriter:
@@ -82,7 +82,7 @@ class LakeWriter:
 
     def write_batch(self, batch: int, redo: bool, staged: list[StagedPacket]) -> BatchResult:
         """Write one batch's files; the caller marks the batch finished with the result."""
-        result = BatchResult([], 0, 0, 0, collections.Counter(), [])
+        result = BatchResult([], 0, 0, 0, collections.Counter(), {})
         bad: list[tuple[str, bytes, int]] = []
         i = 0
         while i < len(staged):
@@ -165,7 +165,7 @@ class LakeWriter:
                     a = b
                 result.packets += len(packets)
                 result.rows += built.table.num_rows
-                result.latest += built.latest
+                merge_latest(result.latest, built.latest)
                 for c in np.flatnonzero(built.out_of_range):
                     result.out_of_range[builder.names[c]] += int(built.out_of_range[c])
             finish()
