@@ -197,7 +197,7 @@ class TableBuilder:
         for g, phys in zip(self.groups, physical):
             values[g.index] = np.take_along_axis(phys, np.maximum(last[g.index], 0), axis=1)
         times = ts[np.maximum(last, 0)]
-        has = last >= 0
+        has = (last >= 0) & np.isfinite(values)  # NaN/inf (float signals) cannot be JSON: not a "latest value"
         out: Latest = {}
         for v in range(len(seg)):
             sel = has[:, v]
