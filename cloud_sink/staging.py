@@ -247,18 +247,14 @@ class Staging:
                 if not known:
                     return None
                 marks = ",".join("?" * len(known))
-                keys = self._db.execute(
-                    f"SELECT vehicle, boot, seq FROM packets WHERE payload IS NOT NULL AND batch IS NULL"
-                    f" AND fingerprint IN ({marks}) ORDER BY received LIMIT ?",
-                    (*known, limit),
-                ).fetchall()
-                if not keys:
-                    return None
                 batch = self._db.execute("INSERT INTO batches (done) VALUES (0)").lastrowid
-                self._db.executemany(
-                    "UPDATE packets SET batch = ? WHERE vehicle = ? AND boot = ? AND seq = ?",
-                    [(batch, *k) for k in keys],
-                )
+                assigned = self._db.execute(
+                    f"UPDATE packets SET batch = ? WHERE (vehicle, boot, seq) IN (SELECT vehicle, boot, seq"
+                    f" FROM packets WHERE payload IS NOT NULL AND batch IS NULL AND fingerprint IN ({marks})"
+                    f" ORDER BY received LIMIT ?)", (batch, *known, limit)).rowcount
+                if not assigned:
+                    self._db.execute("DELETE FROM batches WHERE id = ?", (batch,))
+                    return None
             else:
                 batch = row[0]
             rows = self._db.execute(
