@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=3000, help="packets per lake batch")
     p.add_argument("--layout", choices=("vehicle", "bucket"), default="vehicle")
     p.add_argument("--buckets", type=int, default=4, help="bucket layout: vehicle buckets per model and day")
-    p.add_argument("--compression", default="zstd", help="Parquet codec (zstd, lz4, snappy, none)")
+    p.add_argument("--compression", default="snappy", help="Parquet codec of live files (snappy, zstd, lz4, none)")
     p.add_argument("--chunk", type=int, default=200, help="packets decoded and tabled at once while writing")
     p.add_argument("--baseline-packets", type=int, default=300)
     p.add_argument("--seed", type=int, default=11)

@@ -92,7 +92,8 @@ def _compact(args: argparse.Namespace, config) -> int:
     from .lake import Lake
 
     lake = Lake(config.lake_root, layout=config.layout, buckets=config.buckets, compression=config.compression)
-    report = compact_lake(lake, min_age_s=args.min_age, target_bytes=config.roll_bytes)
+    report = compact_lake(lake, min_age_s=args.min_age, target_bytes=config.roll_bytes,
+                          compression=config.compact_compression)
     if args.json:
         print(json.dumps(report))
     else:

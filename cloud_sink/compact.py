@@ -45,11 +45,13 @@ class CompactionError(Exception):
     """A partition could not be compacted."""
 
 
-def compact_lake(lake: Lake, *, min_age_s: float = 3600.0, target_bytes: int = 128 << 20) -> dict[str, Any]:
-    """Compact every partition; returns totals."""
+def compact_lake(lake: Lake, *, min_age_s: float = 3600.0, target_bytes: int = 128 << 20,
+                 compression: str = "zstd") -> dict[str, Any]:
+    """Compact every partition (merged files written with ``compression``); returns totals."""
     report = {"partitions": 0, "merged_files": 0, "outputs": 0, "rows": 0, "duplicate_rows": 0, "recovered": 0}
     for partition in lake.partitions():
-        r = compact_partition(lake, partition, min_age_s=min_age_s, target_bytes=target_bytes)
+        r = compact_partition(lake, partition, min_age_s=min_age_s, target_bytes=target_bytes,
+                              compression=compression)
         report["partitions"] += 1
         for k in ("merged_files", "outputs", "rows", "duplicate_rows", "recovered"):
             report[k] += r[k]
@@ -75,7 +77,8 @@ def _recover(lake: Lake, partition: str, infos: list[pafs.FileInfo]) -> tuple[in
     return recovered, gone
 
 
-def compact_partition(lake: Lake, partition: str, *, min_age_s: float, target_bytes: int) -> dict[str, int]:
+def compact_partition(lake: Lake, partition: str, *, min_age_s: float, target_bytes: int,
+                      compression: str = "zstd") -> dict[str, int]:
     infos = lake.list_dir(partition)
     recovered, gone = _recover(lake, partition, infos)
     now = dt.datetime.now(dt.timezone.utc)
@@ -98,7 +101,7 @@ def compact_partition(lake: Lake, partition: str, *, min_age_s: float, target_by
     for group in groups:
         if len(group) < 2:
             continue
-        rows, dupes = _merge(lake, partition, [i.base_name for i in group])
+        rows, dupes = _merge(lake, partition, [i.base_name for i in group], compression)
         report["merged_files"] += len(group)
         report["outputs"] += 1
         report["rows"] += rows
@@ -115,7 +118,7 @@ def _age(info: pafs.FileInfo, now: dt.datetime) -> float:
     return (now - mtime).total_seconds()
 
 
-def _merge(lake: Lake, partition: str, inputs: list[str]) -> tuple[int, int]:
+def _merge(lake: Lake, partition: str, inputs: list[str], compression: str) -> tuple[int, int]:
     digest = hashlib.sha256("\n".join(sorted(inputs)).encode()).hexdigest()[:16]
     output = f"compact-{digest}.parquet"
     try:
@@ -130,7 +133,7 @@ def _merge(lake: Lake, partition: str, inputs: list[str]) -> tuple[int, int]:
     manifest = {"inputs": sorted(inputs), "output": output, "rows": merged.num_rows,
                 "time": dt.datetime.now(dt.timezone.utc).isoformat()}
     lake.write_bytes(f"{partition}/{MANIFEST_PREFIX}{digest}.json", json.dumps(manifest).encode())
-    out = lake.open_writer(f"{partition}/{output}", merged.schema)
+    out = lake.open_writer(f"{partition}/{output}", merged.schema, compression)
     try:
         if merged.num_rows:
             out.write(merged)

@@ -20,7 +20,8 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     buckets = 64
     roll_mib = 128                 # cut a batch when this many staged bytes wait ...
     roll_interval_s = 900          # ... or when the oldest waiting packet is this old
-    compression = "zstd"
+    compression = "snappy"         # live files: cheap per file (the vehicle layout writes many)
+    compact_compression = "zstd"   # files merged by `dcm sink compact`: smaller, read for years
 
 Relative paths are relative to the config file's folder.
 """
@@ -56,7 +57,8 @@ class SinkConfig:
     dbc_paths: tuple[Path, ...] = ()  # schemas known up front (default collection)
     layout: str = "vehicle"
     buckets: int = 64
-    compression: str = "zstd"
+    compression: str = "snappy"
+    compact_compression: str = "zstd"
     roll_bytes: int = 128 << 20
     roll_interval_s: float = 900.0
     max_batch_packets: int = 20_000  # a batch never holds more packets (bounds its staged bytes in RAM)
@@ -112,7 +114,7 @@ _KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "dedupe_days": ("dedupe_days", (int, float)),
     "lake.root": ("lake_root", str), "lake.layout": ("layout", str), "lake.buckets": ("buckets", int),
     "lake.roll_mib": ("roll_mib", (int, float)), "lake.roll_interval_s": ("roll_interval_s", (int, float)),
-    "lake.compression": ("compression", str), "lake.max_batch_packets": ("max_batch_packets", int),
+    "lake.compression": ("compression", str), "lake.compact_compression": ("compact_compression", str), "lake.max_batch_packets": ("max_batch_packets", int),
     "lake.chunk_packets": ("chunk_packets", int),
 }
 _PATHS = {"secret_file", "state_path", "quarantine_dir", "ca_file"}

@@ -64,7 +64,7 @@ class Lake:
     """A lake root plus its layout."""
 
     def __init__(self, root: str | Path, *, layout: str = "vehicle", buckets: int = 64,
-                 compression: str = "zstd") -> None:
+                 compression: str = "snappy") -> None:
         if layout not in LAYOUTS:
             raise LakeError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         root = str(root)
@@ -100,8 +100,8 @@ class Lake:
 
     # -- files ----------------------------------------------------------------------------------
 
-    def open_writer(self, rel: str, schema: pa.Schema) -> LakeFile:
-        return LakeFile(self, rel, schema)
+    def open_writer(self, rel: str, schema: pa.Schema, compression: str | None = None) -> LakeFile:
+        return LakeFile(self, rel, schema, compression or self.compression)
 
     def list_dir(self, rel: str) -> list[pafs.FileInfo]:
         sel = pafs.FileSelector(self.path(rel), allow_not_found=True)
@@ -150,14 +150,14 @@ class Lake:
 class LakeFile:
     """One Parquet file being written row group by row group; :meth:`close` publishes it."""
 
-    def __init__(self, lake: Lake, rel: str, schema: pa.Schema) -> None:
+    def __init__(self, lake: Lake, rel: str, schema: pa.Schema, compression: str) -> None:
         self.lake, self.rel = lake, rel
         target = lake.path(rel)
         self._tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp" if lake.local else target
         if lake.local:
             lake.fs.create_dir(str(Path(target).parent), recursive=True)
         try:
-            self._writer = pq.ParquetWriter(self._tmp, schema, filesystem=lake.fs, compression=lake.compression,
+            self._writer = pq.ParquetWriter(self._tmp, schema, filesystem=lake.fs, compression=compression,
                                             write_statistics=[n for n in STATS_COLUMNS if n in schema.names])
         except (OSError, pa.ArrowException) as exc:
             raise LakeError(f"{target}: {exc}") from exc

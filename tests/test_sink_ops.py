@@ -9,6 +9,7 @@ import urllib.request
 import uuid
 
 import paho.mqtt.client as mqtt
+import pyarrow.parquet as pq
 import pytest
 
 import dbc
@@ -176,3 +177,6 @@ def test_compact_cli(tmp_path, schema, capsys):
     assert dcm_main(["sink", "compact", "--lake", str(tmp_path / "lake"), "--min-age", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["partitions"], report["merged_files"], report["outputs"], report["rows"]) == (1, 3, 1, 15)
+    (merged,) = (tmp_path / "lake").rglob("*.parquet")
+    assert merged.name.startswith("compact-")  # live files are snappy, merged ones zstd
+    assert pq.ParquetFile(merged).metadata.row_group(0).column(0).compression == "ZSTD"
