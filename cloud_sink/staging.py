@@ -27,12 +27,12 @@ from .table import merge_latest
 T = TypeVar("T")
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS packets (
-    vehicle TEXT NOT NULL, boot BLOB NOT NULL, seq INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS packets (  -- a rowid table: payloads are appended, not spliced into key order
+    id INTEGER PRIMARY KEY, vehicle TEXT NOT NULL, boot BLOB NOT NULL, seq INTEGER NOT NULL,
     fingerprint BLOB NOT NULL, model TEXT NOT NULL, part TEXT NOT NULL, start_time INTEGER NOT NULL,
     rows INTEGER NOT NULL, size INTEGER NOT NULL, payload BLOB, batch INTEGER, received REAL NOT NULL,
-    PRIMARY KEY (vehicle, boot, seq)
-) WITHOUT ROWID;
+    UNIQUE (vehicle, boot, seq)
+);
 CREATE INDEX IF NOT EXISTS packets_pending ON packets (batch) WHERE payload IS NOT NULL;
 CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, files TEXT);
 CREATE TABLE IF NOT EXISTS schemas (fingerprint BLOB PRIMARY KEY, json BLOB NOT NULL, first_seen REAL NOT NULL);
@@ -249,9 +249,9 @@ class Staging:
                 marks = ",".join("?" * len(known))
                 batch = self._db.execute("INSERT INTO batches (done) VALUES (0)").lastrowid
                 assigned = self._db.execute(
-                    f"UPDATE packets SET batch = ? WHERE (vehicle, boot, seq) IN (SELECT vehicle, boot, seq"
-                    f" FROM packets WHERE payload IS NOT NULL AND batch IS NULL AND fingerprint IN ({marks})"
-                    f" ORDER BY received LIMIT ?)", (batch, *known, limit)).rowcount
+                    f"UPDATE packets SET batch = ? WHERE id IN (SELECT id FROM packets WHERE payload IS NOT NULL"
+                    f" AND batch IS NULL AND fingerprint IN ({marks}) ORDER BY id LIMIT ?)",
+                    (batch, *known, limit)).rowcount
                 if not assigned:
                     self._db.execute("DELETE FROM batches WHERE id = ?", (batch,))
                     return None
