@@ -56,11 +56,26 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from .compact import CompactionError
+    from .lake import LakeError
+    from .staging import StagingError
+
     config = _config(args)
-    if args.action == "gaps":
-        return _gaps(args, config)
-    if args.action == "compact":
-        return _compact(args, config)
+    try:
+        if args.action == "gaps":
+            return _gaps(args, config)
+        if args.action == "compact":
+            return _compact(args, config)
+        return _serve(config)
+    except LakeError as exc:  # an unusable lake root is a configuration problem
+        print(f"dcm sink: {exc}", file=sys.stderr)
+        return 2
+    except (StagingError, CompactionError) as exc:
+        print(f"dcm sink: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(config) -> int:
     from cloud_sink.config import DEMO_SECRET
     from cloud_sink.service import Sink
     from dcm.service_runner import run_until_signal
@@ -74,7 +89,12 @@ def run(args: argparse.Namespace) -> int:
 def _gaps(args: argparse.Namespace, config) -> int:
     from .staging import union_gaps
 
+    from dcm.cli import InputError
+
     paths = args.state or [config.state_path]
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such staging database")
     gaps = union_gaps(paths)
     if args.json:
         print(json.dumps([{"vehicle": g.vehicle, "boot": g.boot.hex(), "first": g.first, "last": g.last,
