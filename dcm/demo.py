@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import can
-import pyarrow as pa
-import pyarrow.dataset as ds
 
 import dbc as dbc_files
 from cloud_sink.lake import mask_vehicle
@@ -30,7 +28,7 @@ from simulator.bus_writer import send_frames
 from simulator.can_vehicle import CanVehicle
 
 from .broker import BrokerUrl, private_mosquitto
-from .groundtruth import FrameRecorder, compare
+from .groundtruth import FrameRecorder, compare, read_lake_vehicle
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +122,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
     for vid, rec in zip(vehicles, recorders):
         expected = rec.expected(schema)
         expected_rows += len(expected)
-        stored = _read_vehicle(work / "lake", mask_vehicle(DEMO_SECRET, vid))
+        stored = read_lake_vehicle(work / "lake", mask_vehicle(DEMO_SECRET, vid))
         rows_stored += len(stored)
         mismatches += compare(expected, stored, (c.name for c in schema.columns if c.aggregate == "last"))
     packet_bytes = sum(g.stats.packet_bytes for g in gateways)
@@ -148,18 +146,3 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
         "elapsed_s": round(time.monotonic() - t_begin, 1),
         "broker": str(broker),
     }
-
-
-def _read_vehicle(lake: Path, masked: str) -> dict[int, dict[str, Any]]:
-    """Rows of one vehicle read back with plain pyarrow: {second: {column: value}}."""
-    if not lake.exists():
-        return {}
-    keys = pa.schema([("model", pa.string()), ("date", pa.string()), ("vehicle", pa.string())])
-    dataset = ds.dataset(lake, format="parquet", partitioning=ds.partitioning(keys, flavor="hive"))
-    table = dataset.to_table(filter=ds.field("vehicle") == masked)
-    table = table.drop_columns([c for c in ("model", "date", "vehicle", "boot_id", "seq") if c in table.column_names])
-    out: dict[int, dict[str, Any]] = {}
-    for row in table.to_pylist():
-        ts = row.pop("ts")
-        out[int(ts.timestamp())] = {k: v for k, v in row.items() if v is not None}
-    return out

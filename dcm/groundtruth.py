@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import can
+import pyarrow as pa
+import pyarrow.dataset as ds
 
 from minute_packet import Schema
 
@@ -83,3 +86,19 @@ def compare(expected: Mapping[int, Mapping[str, Any]], stored: Mapping[int, Mapp
             if a is None or b is None or not (a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))):
                 mismatches += 1
     return mismatches
+
+
+def read_lake_vehicle(lake: Path, masked: str) -> dict[int, dict[str, Any]]:
+    """Rows of one (masked) vehicle read back from a vehicle-layout lake with plain pyarrow:
+    {second: {column: value}}, nulls left out."""
+    if not lake.exists():
+        return {}
+    keys = pa.schema([("model", pa.string()), ("date", pa.string()), ("vehicle", pa.string())])
+    dataset = ds.dataset(lake, format="parquet", partitioning=ds.partitioning(keys, flavor="hive"))
+    table = dataset.to_table(filter=ds.field("vehicle") == masked)
+    table = table.drop_columns([c for c in ("model", "date", "vehicle", "boot_id", "seq") if c in table.column_names])
+    out: dict[int, dict[str, Any]] = {}
+    for row in table.to_pylist():
+        ts = row.pop("ts")
+        out[int(ts.timestamp())] = {k: v for k, v in row.items() if v is not None}
+    return out

@@ -14,8 +14,7 @@ import can
 from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink, SinkConfig
 from dcm.broker import BrokerUrl
-from dcm.demo import _read_vehicle
-from dcm.groundtruth import FrameRecorder, compare
+from dcm.groundtruth import FrameRecorder, compare, read_lake_vehicle
 from gateway.decoder import frame_key
 from gateway.service import Gateway, GatewayConfig
 
@@ -125,7 +124,7 @@ class Chain:
         await asyncio.wait_for(sink_task, timeout)
 
     def stored(self) -> dict[int, dict[str, Any]]:
-        return _read_vehicle(self.work / "lake", mask_vehicle(SECRET, self.vehicle_id))
+        return read_lake_vehicle(self.work / "lake", mask_vehicle(SECRET, self.vehicle_id))
 
     def expected(self, frames: list[can.Message]) -> dict[int, dict[str, Any]]:
         rec = FrameRecorder(self.gw.db)
