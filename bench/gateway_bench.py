@@ -11,7 +11,11 @@ reference car's frames in real time onto a python-can ``virtual`` bus (at
   packets, SQLite outbox, MQTT publish to a private Mosquitto).
 
 CPU is the child's process CPU minus the sender thread's own CPU, divided by
-frames received. Run it on your Pi: ``dcm bench gateway --json``.
+frames received; it includes what threads cost (wake-ups, GIL hand-overs).
+``inline`` isolates the gateway's own per-frame work: one thread pulls the
+same frames from an in-memory bus through the gateway's frame source, clock
+guard and sampler, against a bare ``recv`` loop over the same bus.
+Run it on your Pi: ``dcm bench gateway --json``.
 """
 from __future__ import annotations
 
@@ -45,10 +49,72 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "baseline_peak_rss_mb": runs["baseline"]["peak_rss_mb"],
             "packets": gw.get("packets", 0),
         }
+    out["inline"] = _inline(args.seed)
     # the issue's headline keys, at the 9k rate (the harder one)
     for key in ("us_per_frame", "baseline_us_per_frame", "frames_lost", "peak_rss_mb"):
         out[key] = out["9k"][key]
     return out
+
+
+def _inline(seed: int, repeats: int = 3) -> dict[str, float]:
+    """Per-frame CPU of the gateway's reader path in one thread, beside bare receive (best of N)."""
+    import tempfile
+    import time
+
+    import can
+
+    import dbc as dbc_files
+    from dcm.broker import BrokerUrl
+    from gateway.can_source import CanSource
+    from gateway.config import GatewayConfig
+    from gateway.service import Gateway
+    from simulator.can_vehicle import CanVehicle
+
+    db = dbc_files.load(dbc_files.REFERENCE_DBC)
+    frames = list(CanVehicle(db, seed=seed, start_time=1_767_225_600.0).frames(60))
+
+    class ListBus(can.BusABC):
+        def __init__(self) -> None:
+            super().__init__(channel="inline")
+            self._it = iter(frames)
+
+        def _recv_internal(self, timeout):
+            return next(self._it, None), True
+
+        def send(self, msg, timeout=None) -> None:
+            raise NotImplementedError
+
+    def bare() -> float:
+        bus = ListBus()
+        recv = bus.recv
+        t = time.process_time()
+        while recv(0) is not None:
+            pass
+        spent = time.process_time() - t
+        bus.shutdown()
+        return spent
+
+    def gateway(tmp: str) -> float:
+        bus = ListBus()
+        gw = Gateway(GatewayConfig(vehicle_id="INLINE", broker=BrokerUrl("127.0.0.1", 1),
+                                   outbox_path=f"{tmp}/o.sqlite"), bus=bus)
+        gw._emit = lambda packets: None  # packets are the writer thread's business
+        source, handle = CanSource(bus), gw._handle
+        t = time.process_time()
+        while (msg := source.recv(0)) is not None:
+            handle(msg)
+        spent = time.process_time() - t
+        bus.shutdown()
+        gw.outbox.close()
+        return spent
+
+    with tempfile.TemporaryDirectory() as tmp:
+        receive = min(bare() for _ in range(repeats))
+        pipeline = min(gateway(tmp) for _ in range(repeats))
+    n = len(frames)
+    return {"frames": n, "receive_us_per_frame": round(receive / n * 1e6, 3),
+            "us_per_frame": round(pipeline / n * 1e6, 3),
+            "us_per_frame_beyond_receive": round((pipeline - receive) / n * 1e6, 3)}
 
 
 def _child(mode: str, factor: float, seconds: float, seed: int) -> dict[str, Any]:
