@@ -20,7 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 
 import dbc as dbc_files
-from minute_packet import MinutePacket, PacketDecodeError, Schema, SchemaError, decode, schema_from_dbc
+from minute_packet import PacketDecodeError, Schema, SchemaError, schema_from_dbc
+from minute_packet.codec import PacketInfo, inspect
 
 from .config import SinkConfig
 from .http import Sample, serve
@@ -186,7 +187,7 @@ class Sink:
         if uses:
             self.registry.observe(uses)
 
-    def _accept(self, m: Incoming) -> tuple[NewPacket, MinutePacket] | None:
+    def _accept(self, m: Incoming) -> tuple[NewPacket, PacketInfo] | None:
         parts = m.topic.split("/")
         if len(parts) == 3 and parts[1] == "schemas":
             try:
@@ -201,8 +202,8 @@ class Sink:
             self._request_flush()  # parked packets may now be writable
             return None
         self.stats.packets_in += 1
-        try:
-            packet = decode(m.payload)
+        try:  # every check decode makes, without building the value matrices (the writer does)
+            packet = inspect(m.payload)
         except PacketDecodeError as exc:
             self._reject(exc.reason, m, exc.detail)
             return None

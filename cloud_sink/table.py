@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from minute_packet import MinutePacket, Schema
+from minute_packet.codec import PacketInfo, fill
 
 TS_TYPE = pa.timestamp("s", tz="UTC")
 Latest = dict[str, dict[str, tuple[int, float]]]
@@ -112,16 +113,24 @@ class TableBuilder:
             out += g.offset
         return out
 
-    def build(self, packets: Sequence[MinutePacket], masked: Sequence[str], *, vehicle_column: bool) -> Built:
+    def build(self, packets: Sequence[PacketInfo | MinutePacket], masked: Sequence[str], *,
+              vehicle_column: bool) -> Built:
         """Rows of ``packets`` (one schema, grouped by vehicle and in time order within a vehicle;
-        ``masked[i]`` is packet i's masked vehicle id)."""
+        ``masked[i]`` is packet i's masked vehicle id). Inspected packets are decoded straight
+        into the chunk's matrices (no per-packet matrices, no concatenation)."""
         ncol = len(self.names)
         rows = np.array([p.rows for p in packets], dtype=np.int64)
         n = int(rows.sum())
         ends = np.cumsum(rows)
         starts = ends - rows
-        values = np.concatenate([p.values for p in packets], axis=1)
-        present = np.concatenate([p.present for p in packets], axis=1)
+        values = np.empty((ncol, n), dtype=np.uint64)
+        present = np.empty((ncol, n), dtype=bool)
+        for p, a, b in zip(packets, starts.tolist(), ends.tolist()):
+            if isinstance(p, PacketInfo):
+                fill(p, values[:, a:b], present[:, a:b])
+            else:
+                values[:, a:b] = p.values
+                present[:, a:b] = p.present
         ts = np.repeat(np.array([p.start_time for p in packets], dtype=np.int64) - starts, rows) + np.arange(n)
         physical: list[np.ndarray] = []
         oor: np.ndarray | None = None
@@ -179,7 +188,7 @@ class TableBuilder:
         _, cols = np.nonzero(oor.T)
         return pa.ListArray.from_arrays(pa.array(offsets), self._names_arrow.take(pa.array(cols)))
 
-    def _latest(self, packets: Sequence[MinutePacket], masked: Sequence[str], starts: np.ndarray,
+    def _latest(self, packets: Sequence[PacketInfo | MinutePacket], masked: Sequence[str], starts: np.ndarray,
                 ts: np.ndarray, present: np.ndarray, physical: list[np.ndarray]) -> Latest:
         """Per vehicle, each column's last present value and its time (rows are in time order
         per vehicle)."""

@@ -5,7 +5,8 @@ output file (model, day, vehicle or bucket, fingerprint) are consecutive:
 only one file is open at a time and it is fed in chunks of at most
 ``chunk_packets`` decoded packets (one row group each), which bounds memory
 however large the batch. Decoded packets come from a bounded cache filled at
-intake (evictions counted) or are decoded again from the staged bytes.
+intake (validated, columns still encoded; evictions counted) or are inspected again
+from the staged bytes, and are decoded straight into the chunk's column layout.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from minute_packet import MinutePacket, PacketDecodeError, Schema, decode
+from minute_packet import PacketDecodeError, Schema
+from minute_packet.codec import PacketInfo, inspect
 
 from .lake import DAY, Lake, LakeFile, safe_value
 from .quarantine import Quarantine
@@ -27,14 +29,15 @@ log = logging.getLogger(__name__)
 
 
 class DecodedCache:
-    """Packets decoded at intake, kept for the writer; bounded, oldest evicted first."""
+    """Packets validated at intake (:class:`PacketInfo`: header plus still-encoded columns,
+    about 4x the wire size), kept for the writer; bounded, oldest evicted first."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.evicted = 0
-        self._items: collections.OrderedDict[tuple[str, bytes, int], MinutePacket] = collections.OrderedDict()
+        self._items: collections.OrderedDict[tuple[str, bytes, int], PacketInfo] = collections.OrderedDict()
 
-    def put(self, packet: MinutePacket) -> None:
+    def put(self, packet: PacketInfo) -> None:
         if self.capacity <= 0:
             self.evicted += 1
             return
@@ -43,7 +46,7 @@ class DecodedCache:
             self._items.popitem(last=False)
             self.evicted += 1
 
-    def pop(self, key: tuple[str, bytes, int]) -> MinutePacket | None:
+    def pop(self, key: tuple[str, bytes, int]) -> PacketInfo | None:
         return self._items.pop(key, None)
 
     def __len__(self) -> int:
@@ -97,11 +100,11 @@ class LakeWriter:
         result.rejected = len(bad)
         return result
 
-    def _decoded(self, sp: StagedPacket, schema: Schema, bad: list) -> MinutePacket | None:
+    def _decoded(self, sp: StagedPacket, schema: Schema, bad: list) -> PacketInfo | None:
         packet = self.cache.pop(sp.key)
         if packet is None:
             try:
-                packet = decode(sp.payload)
+                packet = inspect(sp.payload)
             except PacketDecodeError as exc:  # intake checked it: only a corrupted staging row gets here
                 self.quarantine.put(exc.reason, f"staging/{sp.vehicle}", sp.payload, exc.detail)
                 bad.append(sp.key)

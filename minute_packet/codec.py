@@ -20,6 +20,7 @@ values. Decoding is bounded and strict: every problem raises
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 import msgpack
@@ -41,6 +42,16 @@ _ALL_MISSING = 255
 _DTYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _VALID_WIDTH = np.zeros(256, dtype=bool)
 _VALID_WIDTH[[*_WIDTH_CODES, _ALL_MISSING]] = True
+_SIGNED = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
+_ONE, _ZERO = np.uint64(1), np.uint64(0)
+_local = threading.local()  # one zstd decompressor per thread (a context is not thread-safe)
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "zstd", None)
+    if d is None:
+        d = _local.zstd = zstandard.ZstdDecompressor()
+    return d
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -171,8 +182,44 @@ def _field(body: dict, key: str, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class PacketInfo:
+    """A fully validated packet whose value matrices are not built yet (:func:`inspect`).
+
+    Everything :func:`decode` checks has been checked, so :func:`materialize` cannot fail;
+    it holds the header plus the still-encoded columns (a few KiB instead of the matrices)."""
+
+    vehicle_id: str
+    model: str
+    boot_id: bytes
+    seq: int
+    start_time: int
+    fingerprint: bytes
+    rows: int
+    clock: str
+    clock_synced: bool | None
+    clock_correction_ms: int
+    widths: np.ndarray  # uint8 width code per column
+    first: np.ndarray  # uint64 first value per column (un-zig-zagged)
+    mask: bytes  # packed presence bits, empty = all present
+    deltas: dict[int, bytes]  # width -> byte-shuffled delta block, for widths that occur
+
+    @property
+    def columns(self) -> int:
+        return len(self.widths)
+
+    @property
+    def key(self) -> tuple[str, bytes, int]:
+        return (self.vehicle_id, self.boot_id, self.seq)
+
+
 def decode(data: bytes) -> MinutePacket:
     """Parse a packet's wire form, raising :class:`PacketDecodeError` on any defect."""
+    return materialize(inspect(data))
+
+
+def inspect(data: bytes) -> PacketInfo:
+    """Validate a packet's wire form exactly as :func:`decode` does, without building its matrices."""
     if len(data) > MAX_PACKET_BYTES:
         raise PacketDecodeError("too_large", f"{len(data)} bytes exceeds {MAX_PACKET_BYTES}")
     if len(data) < 4 or data[:2] != MAGIC:
@@ -187,7 +234,7 @@ def decode(data: bytes) -> MinutePacket:
     if size > MAX_BODY_BYTES:
         raise PacketDecodeError("too_large", f"body of {size} bytes exceeds {MAX_BODY_BYTES}")
     try:
-        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=MAX_BODY_BYTES)
+        raw = _decompressor().decompress(frame, max_output_size=MAX_BODY_BYTES)
     except zstandard.ZstdError as exc:
         raise PacketDecodeError("corrupt_compression", str(exc)) from None
     try:
@@ -196,10 +243,10 @@ def decode(data: bytes) -> MinutePacket:
         raise PacketDecodeError("malformed", f"bad msgpack body: {exc}") from None
     if not isinstance(body, dict):
         raise PacketDecodeError("malformed", "body is not a map")
-    return _decode_body(body)
+    return _check_body(body)
 
 
-def _decode_body(body: dict) -> MinutePacket:
+def _check_body(body: dict) -> PacketInfo:
     nrow = _field(body, "n", int)
     if not 1 <= nrow <= MAX_ROWS:
         raise PacketDecodeError("malformed", f"row count {nrow} outside 1..{MAX_ROWS}")
@@ -215,33 +262,19 @@ def _decode_body(body: dict) -> MinutePacket:
     if not _VALID_WIDTH[widths].all():
         raise PacketDecodeError("malformed", "unknown column width code")
     mask = _field(body, "mask", bytes)
-    if mask:
-        if len(mask) != (ncol * nrow + 7) // 8:
-            raise PacketDecodeError("malformed", "presence mask has the wrong length")
-        present = np.unpackbits(np.frombuffer(mask, np.uint8), count=ncol * nrow).reshape(ncol, nrow).view(bool)
-    else:
-        present = np.ones((ncol, nrow), dtype=bool)
+    if mask and len(mask) != (ncol * nrow + 7) // 8:
+        raise PacketDecodeError("malformed", "presence mask has the wrong length")
     per_width = np.bincount(widths, minlength=256)
-    if per_width[_ALL_MISSING] and present[widths == _ALL_MISSING].any():
+    if per_width[_ALL_MISSING] and _unpack(mask, ncol, nrow)[widths == _ALL_MISSING].any():
         raise PacketDecodeError("malformed", "an all-missing column has present values")
-    # zig-zag first values and deltas side by side, un-zig-zagged and summed along the rows in place
-    values = np.zeros((ncol, nrow), dtype=np.uint64)
-    values[:, 0] = first_zz
+    deltas = {}
     for w in (1, 2, 4, 8):
         k = int(per_width[w])
         blob = body.get(f"d{w}", b"")
         if not isinstance(blob, bytes) or len(blob) != k * (nrow - 1) * w:
             raise PacketDecodeError("malformed", f"delta block d{w} has the wrong length")
         if k and nrow > 1:
-            planes = np.frombuffer(blob, np.uint8)
-            if w > 1:  # undo the byte shuffle
-                planes = planes.reshape(w, -1).T.copy()
-            values[widths == w, 1:] = planes.view(_DTYPES[w]).reshape(k, nrow - 1)
-    sign = values & np.uint64(1)
-    values >>= np.uint64(1)
-    np.negative(sign, out=sign)
-    values ^= sign
-    np.cumsum(values, axis=1, out=values)  # uint64 wrap-around, exact like the encoder's diff
+            deltas[w] = blob
     boot = _field(body, "boot", bytes)
     fp = _field(body, "fp", bytes)
     if len(boot) != 16 or len(fp) != 8:
@@ -254,16 +287,88 @@ def _decode_body(body: dict) -> MinutePacket:
     correction = body.get("corr", 0)
     if not (synced is None or isinstance(synced, bool)) or type(correction) is not int:
         raise PacketDecodeError("malformed", "bad clock fields")
-    return MinutePacket(
+    return PacketInfo(
         vehicle_id=_field(body, "vid", str),
         model=_field(body, "model", str),
         boot_id=boot,
         seq=seq,
         start_time=t0,
         fingerprint=fp,
-        values=values,
-        present=present,
+        rows=nrow,
         clock=_field(body, "clk", str),
         clock_synced=synced,
         clock_correction_ms=correction,
+        widths=widths,
+        first=(first_zz >> _ONE) ^ (_ZERO - (first_zz & _ONE)),
+        mask=mask,
+        deltas=deltas,
     )
+
+
+def _unpack(mask: bytes, ncol: int, nrow: int) -> np.ndarray:
+    if not mask:
+        return np.ones((ncol, nrow), dtype=bool)
+    return np.unpackbits(np.frombuffer(mask, np.uint8), count=ncol * nrow).reshape(ncol, nrow).view(bool)
+
+
+def materialize(info: PacketInfo) -> MinutePacket:
+    """The :class:`MinutePacket` of an inspected packet."""
+    ncol, nrow = info.columns, info.rows
+    values = np.empty((ncol, nrow), dtype=np.uint64)
+    present = np.empty((ncol, nrow), dtype=bool)
+    fill(info, values, present)
+    return MinutePacket(
+        vehicle_id=info.vehicle_id,
+        model=info.model,
+        boot_id=info.boot_id,
+        seq=info.seq,
+        start_time=info.start_time,
+        fingerprint=info.fingerprint,
+        values=values,
+        present=present,
+        clock=info.clock,
+        clock_synced=info.clock_synced,
+        clock_correction_ms=info.clock_correction_ms,
+    )
+
+
+def fill(info: PacketInfo, values: np.ndarray, present: np.ndarray) -> None:
+    """Write an inspected packet's raw values and presence into ``values`` (uint64) and
+    ``present`` (bool), each of shape (columns, rows); they may be views into larger matrices
+    (the sink decodes many packets side by side into one column layout this way)."""
+    widths, first, nrow = info.widths, info.first, info.rows
+    if info.mask:
+        present[:] = np.unpackbits(np.frombuffer(info.mask, np.uint8),
+                                   count=widths.size * nrow).reshape(widths.size, nrow).view(bool)
+    else:
+        present[:] = True
+    if not info.deltas:
+        values[:] = first[:, None]
+        return
+    # Constant (and all-missing) columns are their first value. The others are their first value
+    # plus the running sum of their deltas, un-zig-zagged in their own width and sign-extended to
+    # 64 bits (int64 sums wrap exactly like the encoder's uint64 differences); only those rows
+    # are summed.
+    order = [np.flatnonzero(widths == w) for w in info.deltas]
+    idx = np.concatenate(order) if len(order) > 1 else order[0]
+    if len(idx) < len(widths):
+        still = np.flatnonzero((widths == 0) | (widths == _ALL_MISSING))
+        values[still] = first[still, None]
+    moving = np.empty((len(idx), nrow), dtype=np.int64)
+    moving[:, 0] = first[idx].view(np.int64)
+    row = 0
+    for (w, blob), cols in zip(info.deltas.items(), order):
+        k = len(cols)
+        planes = np.frombuffer(blob, np.uint8)
+        if w == 1:
+            z = planes
+        elif w == 2:  # undo the byte shuffle: low bytes first, then high bytes
+            planes = planes.reshape(2, -1)
+            z = planes[0] | (planes[1].astype(np.uint16) << np.uint16(8))
+        else:
+            z = planes.reshape(w, -1).T.copy().view(_DTYPES[w]).reshape(-1)
+        d = (z >> 1) ^ (-(z & 1))  # un-zig-zag within w bytes: the delta's two's complement
+        moving[row:row + k, 1:] = d.view(_SIGNED[w]).reshape(k, nrow - 1)
+        row += k
+    np.cumsum(moving, axis=1, out=moving)
+    values[idx] = moving.view(np.uint64)
