@@ -75,22 +75,22 @@ class Outbox:
         if size > self.max_bytes:
             raise OutboxError(f"packet of {size} bytes exceeds the outbox budget of {self.max_bytes}")
         with self._lock:
+            count, nbytes, evicted, evicted_bytes = self._count, self._bytes, 0, 0
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                while self._bytes + size > self.max_bytes and self._count:
+                while nbytes + size > self.max_bytes and count:
                     oid, osize = self._db.execute("SELECT id, size FROM outbox ORDER BY id LIMIT 1").fetchone()
                     self._db.execute("DELETE FROM outbox WHERE id = ?", (oid,))
-                    self._count -= 1
-                    self._bytes -= osize
-                    self.stats.evicted_packets += 1
-                    self.stats.evicted_bytes += osize
+                    count, nbytes = count - 1, nbytes - osize
+                    evicted, evicted_bytes = evicted + 1, evicted_bytes + osize
                 self._db.execute("INSERT INTO outbox (topic, payload, size) VALUES (?, ?, ?)", (topic, payload, size))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._rollback()
+                self._rollback()  # the evictions are rolled back too: counters stay as they were
                 raise OutboxError(f"{self.path}: {exc}") from exc
-            self._count += 1
-            self._bytes += size
+            self._count, self._bytes = count + 1, nbytes + size
+            self.stats.evicted_packets += evicted
+            self.stats.evicted_bytes += evicted_bytes
             self.stats.stored += 1
         if self._bytes > WARN_FRACTION * self.max_bytes:
             if not self._warned:
@@ -115,18 +115,23 @@ class Outbox:
         with self._lock:
             return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0])
 
-    def remove(self, item_id: int) -> None:
-        """Forget a packet the broker has acknowledged (a no-op if it was evicted meanwhile)."""
+    def remove(self, item_ids: list[int]) -> None:
+        """Forget packets the broker has acknowledged, in one transaction (one fsync); ids evicted
+        meanwhile are skipped."""
+        if not item_ids:
+            return
         with self._lock:
             try:
-                cur = self._db.execute("DELETE FROM outbox WHERE id = ? RETURNING size", (item_id,))
-                row = cur.fetchone()
+                self._db.execute("BEGIN IMMEDIATE")
+                marks = ",".join("?" * len(item_ids))
+                sizes = self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks}) RETURNING size", item_ids).fetchall()
+                self._db.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._rollback()
                 raise OutboxError(f"{self.path}: {exc}") from exc
-            if row is not None:
-                self._count -= 1
-                self._bytes -= int(row[0])
-                self.stats.removed += 1
+            self._count -= len(sizes)
+            self._bytes -= sum(int(r[0]) for r in sizes)
+            self.stats.removed += len(sizes)
 
     def _rollback(self) -> None:
         try:

@@ -163,20 +163,20 @@ class Publisher:
     async def _publish(self, client: aiomqtt.Client, batch: list[OutboxItem]) -> None:
         # QoS 1 keeps order on one connection; await the whole window's PUBACKs.
         await asyncio.gather(*(client.publish(item.topic, item.payload, qos=1) for item in batch))
-        for item in batch:
-            self.outbox.remove(item.id)
-            self.stats.published += 1
-            self.stats.published_bytes += len(item.payload)
+        # SQLite (an fsync) off the event loop, so PUBACKs and keepalives keep flowing
+        await asyncio.to_thread(self.outbox.remove, [item.id for item in batch])
+        self.stats.published += len(batch)
+        self.stats.published_bytes += sum(len(item.payload) for item in batch)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        backlog_end = self.outbox.last_id()  # what waited while we were offline
+        backlog_end = await asyncio.to_thread(self.outbox.last_id)  # what waited while we were offline
         backlog_after = 0
         live_after = backlog_end
         interval = 1.0 / self.settings.backlog_rate
         next_backlog = time.monotonic()
         while True:
             self.wake.clear()  # cleared before looking, so a packet stored meanwhile is not missed
-            live = self.outbox.peek(self.settings.window, after_id=live_after)
+            live = await asyncio.to_thread(self.outbox.peek, self.settings.window, live_after)
             if live:
                 await self._publish(client, live)
                 live_after = live[-1].id
@@ -184,7 +184,7 @@ class Publisher:
             now = time.monotonic()
             if backlog_after < backlog_end and now >= next_backlog:
                 room = max(1, min(self.settings.window, int((now - next_backlog) / interval) + 1))
-                batch = self.outbox.peek(room, after_id=backlog_after, upto_id=backlog_end)
+                batch = await asyncio.to_thread(self.outbox.peek, room, backlog_after, backlog_end)
                 if batch:
                     await self._publish(client, batch)
                     self.stats.backlog_published += len(batch)

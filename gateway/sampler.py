@@ -73,6 +73,11 @@ class Sampler:
         self._bad_frames = RateLimitedLog(log, "malformed frame")
 
     @property
+    def has_open_rows(self) -> bool:
+        """Seconds are sampled that no packet carries yet."""
+        return self._second is not None or self._last_row >= 0
+
+    @property
     def next_seq(self) -> int:
         return self._next_seq
 

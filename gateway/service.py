@@ -49,6 +49,10 @@ class GatewayStats:
     packets_unstored: int = 0  # the outbox refused a packet (disk error, larger than the budget)
 
 
+class GatewayError(Exception):
+    """The gateway stopped because acquisition or storage failed (the cause is chained)."""
+
+
 def _version() -> str:
     try:
         return metadata.version("dcm-telemetry")
@@ -95,8 +99,10 @@ class Gateway:
         self._own_bus = bus is None
         self._acquisition_done = asyncio.Event()
         self._packets: queue.Queue[MinutePacket | None] = queue.Queue(maxsize=PACKET_QUEUE)
+        self._failure: BaseException | None = None  # what stopped a thread; run() raises it
         self._synced: bool | None = clock_synchronised()
         self._frames_since_check = 0
+        self._last_collected = time.monotonic()
 
     def _open_bus(self) -> can.BusABC:
         kwargs: dict[str, Any] = {"interface": self.config.interface, "channel": self.config.channel}
@@ -171,7 +177,14 @@ class Gateway:
             writer.join(timeout=5)
             if self._own_bus:
                 self.source.close()
-            self.outbox.close()
+            if writer.is_alive():  # never pull the outbox from under a writer still committing
+                lost = self._packets.qsize()
+                self.stats.packets_unstored += lost
+                log.error("packet writer still busy at shutdown; %d queued packets not stored", lost)
+            else:
+                self.outbox.close()
+        if self._failure is not None:
+            raise GatewayError(f"gateway stopped: {self._failure}") from self._failure
 
     async def _drained(self) -> None:
         while self.outbox.depth:
@@ -179,8 +192,14 @@ class Gateway:
             await asyncio.sleep(0.05)
 
     def _emit(self, packets: list[MinutePacket]) -> None:
-        """Hand finished packets to the writer thread (reader side; waits only if 64 are queued)."""
+        """Hand finished packets to the writer thread (reader side; waits only if 64 are queued).
+
+        The clock state is stamped here, when the packet was sampled, not when it is written."""
+        if packets:
+            self._synced = clock_synchronised()
         for packet in packets:
+            packet = dataclasses.replace(packet, clock_synced=self._synced,
+                                         clock_correction_ms=self.clock.correction_ms)
             try:
                 self._packets.put_nowait(packet)
             except queue.Full:
@@ -191,14 +210,13 @@ class Gateway:
         """Compress and commit packets to the outbox until the reader's end-of-stream marker."""
         try:
             while (packet := self._packets.get()) is not None:
-                self._synced = clock_synchronised()
-                packet = dataclasses.replace(packet, clock_synced=self._synced,
-                                             clock_correction_ms=self.clock.correction_ms)
-                payload = encode(packet, level=self.config.zstd_level)
                 try:
+                    payload = encode(packet, level=self.config.zstd_level)
                     self.outbox.put(self.config.telemetry_topic, payload)
-                except OutboxError as exc:
+                except Exception as exc:  # keep draining, so the reader never blocks on a dead writer
                     self.stats.packets_unstored += 1
+                    if not isinstance(exc, OutboxError) and self._failure is None:
+                        self._failure = exc
                     log.error("packet %d not stored: %s", packet.seq, exc)
                     continue
                 self.stats.packets_made += 1
@@ -219,17 +237,22 @@ class Gateway:
             if self._frames_since_check >= CLOCK_CHECK_FRAMES:
                 self._frames_since_check = 0
                 self._check_clock()
+                self._idle_flush()  # uncollected traffic must not keep a minute open forever
             ts = self.clock.sample_time(ts)
         packets = self.sampler.add(ts, frame_key(msg.arbitration_id, msg.is_extended_id), msg.data)
         if packets:
             self._emit(packets)
 
+    def _idle_flush(self) -> None:
+        """No collected frame for ``idle_flush_s`` (ignition off, say): send the open minute now."""
+        if self.sampler.has_open_rows and time.monotonic() - self._last_collected > self.config.idle_flush_s:
+            self._emit(self.sampler.flush())
+
     def _read_loop(self) -> None:
-        source = self.source
+        source, stats = self.source, self.sampler.stats
         if not self._replay:
             self._check_clock()
-        last_frame = time.monotonic()
-        pending = False  # the sampler holds seconds not yet in a packet
+        self._last_collected = time.monotonic()
         try:
             while not self._stop.is_set():
                 try:
@@ -239,19 +262,22 @@ class Gateway:
                 if msg is None:
                     if not self._replay:
                         self._check_clock()
-                    if pending and time.monotonic() - last_frame > self.config.idle_flush_s:
-                        self._emit(self.sampler.flush())
-                        pending = False
+                    self._idle_flush()
                     continue
-                last_frame = time.monotonic()
-                pending = True
+                ignored = stats.frames_ignored
                 self._handle(msg)
+                if stats.frames_ignored == ignored:
+                    self._last_collected = time.monotonic()
             if not self._replay:
                 while (msg := source.recv(timeout=0)) is not None:  # what the bus still holds
                     self._handle(msg)
             self._emit(self.sampler.flush())
-        except Exception:
+        except Exception as exc:  # a driver or log error: keep what was sampled, then stop loudly
             log.exception("CAN reader failed")
-            raise
+            self._failure = exc
+            try:
+                self._emit(self.sampler.flush())
+            except Exception:
+                log.exception("could not flush the open packet")
         finally:
             self._packets.put(None)  # end of stream for the writer

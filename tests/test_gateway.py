@@ -11,7 +11,7 @@ import pytest
 
 import dbc
 from gateway.outbox import Outbox, OutboxError
-from gateway.service import Gateway, GatewayConfig
+from gateway.service import Gateway, GatewayConfig, GatewayError
 from minute_packet import decode
 
 T0 = 1_767_225_600
@@ -22,7 +22,7 @@ def test_outbox_survives_reopen_and_keeps_order(tmp_path):
     for i in range(5):
         box.put("t", bytes([i]) * 10)
     first = box.peek(2)
-    box.remove(first[0].id)
+    box.remove([first[0].id])
     box.close()
     again = Outbox(tmp_path / "o.sqlite")
     assert again.depth == 4 and again.bytes == 40
@@ -80,7 +80,9 @@ def test_gateway_publishes_minute_packets_over_mqtt(tmp_path, broker):
         with can.Bus(interface="virtual", channel=channel, preserve_timestamps=True) as sim:
             for frame in _frames(db, 150):
                 sim.send(frame)
-        while gw.source.stats.frames < sent:
+        for _ in range(600):  # up to 30 s for the reader to catch up
+            if gw.source.stats.frames >= sent:
+                break
             await asyncio.sleep(0.05)
         gw.stop()
         await task
@@ -98,3 +100,76 @@ def test_gateway_publishes_minute_packets_over_mqtt(tmp_path, broker):
     assert gw.publisher.stats.published == 3
     assert gw.outbox.depth == 0
     assert all(p.vehicle_id == "VGW1" and p.fingerprint == gw.schema.fingerprint for p in packets)
+
+
+class FailingBus(can.BusABC):
+    """Delivers some frames, then its driver fails with an error no one anticipated."""
+
+    def __init__(self, frames) -> None:
+        super().__init__(channel="failing")
+        self._frames = iter(frames)
+
+    def _recv_internal(self, timeout):
+        msg = next(self._frames, None)
+        if msg is None:
+            raise RuntimeError("driver exploded")
+        return msg, True
+
+    def send(self, msg, timeout=None) -> None:
+        raise NotImplementedError
+
+
+def test_a_failing_reader_keeps_what_it_sampled_and_stops_loudly(tmp_path, broker):
+    db = dbc.load(dbc.REFERENCE_DBC)
+    frames = list(_frames(db, 20))  # 20 s: no minute is complete
+    bus = FailingBus(frames)
+    gw = Gateway(GatewayConfig(vehicle_id="VFAIL", broker=broker, outbox_path=tmp_path / "o.sqlite",
+                               topic_prefix=f"t{uuid.uuid4().hex[:6]}"), bus=bus)
+    with pytest.raises(GatewayError, match="driver exploded"):
+        asyncio.run(gw.run())
+    bus.shutdown()
+    assert gw.stats.packets_made == 1 and gw.stats.rows_made == 20  # the open minute was flushed
+    assert gw.publisher.stats.published == 1
+
+
+def test_idle_bus_sends_the_open_minute_without_waiting_for_the_next(tmp_path, broker):
+    db = dbc.load(dbc.REFERENCE_DBC)
+    channel = uuid.uuid4().hex
+
+    async def main() -> Gateway:
+        gw_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+        gw = Gateway(GatewayConfig(vehicle_id="VIDLE", broker=broker, outbox_path=tmp_path / "o.sqlite",
+                                   topic_prefix=f"t{uuid.uuid4().hex[:6]}", idle_flush_s=0.3), bus=gw_bus)
+        task = asyncio.create_task(gw.run())
+        with can.Bus(interface="virtual", channel=channel, preserve_timestamps=True) as sim:
+            for frame in _frames(db, 10):
+                sim.send(frame)
+            for _ in range(200):  # the bus falls silent (ignition off); no stop() is called
+                if gw.publisher.stats.published:
+                    break
+                await asyncio.sleep(0.05)
+        published_while_running = gw.publisher.stats.published
+        gw.stop()
+        await task
+        gw_bus.shutdown()
+        assert published_while_running == 1
+        return gw
+
+    gw = asyncio.run(main())
+    assert gw.stats.packets_made == 1 and gw.stats.rows_made == 10
+
+
+def test_a_failed_put_leaves_counters_and_rows_as_they_were(tmp_path):
+    import sqlite3
+
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=100)
+    for i in range(10):
+        box.put("t", bytes([i]) * 10)
+    con = sqlite3.connect(tmp_path / "o.sqlite")
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    con.commit()
+    con.close()
+    with pytest.raises(OutboxError, match="disk full"):
+        box.put("t", b"x" * 30)  # would evict three packets first
+    assert (box.depth, box.bytes, box.stats.evicted_packets) == (10, 100, 0)
+    assert len(box.peek(20)) == 10
