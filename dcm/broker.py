@@ -31,7 +31,7 @@ class BrokerUrl:
     port: int
     tls: bool = False
     username: str | None = None
-    password: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def parse(cls, url: str) -> BrokerUrl:

@@ -21,12 +21,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import dbc as dbc_files
-    from dcm.demo import DemoSettings, run_demo
+    from dcm.demo import DemoError, DemoSettings, run_demo
+    from dcm.errors import InputError
 
     settings = DemoSettings(vehicles=args.vehicles, duration_s=args.duration, dbc_path=args.dbc or dbc_files.REFERENCE_DBC,
                             broker=args.broker, seed=args.seed, workdir=args.workdir)
     progress = None if args.json else (lambda msg: print(f"  {msg}", file=sys.stderr))
-    result = run_demo(settings, progress)
+    try:
+        result = run_demo(settings, progress)
+    except DemoError as exc:
+        raise InputError(str(exc)) from None
     if args.json:
         print(json.dumps(result))
     else:

@@ -113,13 +113,22 @@ class CanSource:
         try:
             self._bus = self._opener()
             return True
+        except can.CanInterfaceNotImplementedError:
+            raise  # a misspelt or missing interface never appears by waiting
         except (can.CanError, OSError, ValueError) as exc:
             self.stats.bus_errors += 1
             if self._down_since is None:
                 self._down_since = (time.monotonic(), time.time())
-            log.debug("CAN bus unavailable: %s", exc)
+                log.warning("CAN bus unavailable (%s); retrying", exc)
+            else:
+                log.debug("CAN bus still unavailable: %s", exc)
             self._wait()
             return False
+
+    @property
+    def down_for_s(self) -> float:
+        """How long the current outage has lasted (0.0 while the bus works)."""
+        return time.monotonic() - self._down_since[0] if self._down_since else 0.0
 
     def _wait(self) -> None:
         self._stop.wait(self._delay)

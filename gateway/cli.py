@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -32,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from dcm.errors import InputError
     from dcm.service_runner import run_until_signal
     from gateway.config import ConfigError, check, load
+    from gateway.outbox import OutboxError
     from gateway.replay import LogReplay, ReplayError
-    from gateway.service import Gateway
+    from gateway.service import Gateway, GatewayError
 
     overrides = {
         "vehicle_id": args.vehicle_id, "model": args.model, "mqtt.url": args.broker,
@@ -48,9 +50,16 @@ def run(args: argparse.Namespace) -> int:
         if args.check_config:
             print(json.dumps({"ok": True, **summary}))
             return 0
-        bus = LogReplay(args.replay, speed=args.replay_speed or None) if args.replay else None
-        gateway = Gateway(config, bus=bus, replay=bus is not None)
-    except (ConfigError, ReplayError) as exc:
+        replay = LogReplay(args.replay, speed=args.replay_speed or None) if args.replay else None
+        gateway = Gateway(config, bus=replay, replay=replay is not None)
+    except (ConfigError, ReplayError, OutboxError) as exc:
         raise InputError(str(exc)) from None
-    run_until_signal(gateway)
+    try:
+        run_until_signal(gateway)
+    except GatewayError as exc:
+        print(f"dcm gateway: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if replay is not None:
+            replay.shutdown()
     return 0

@@ -2,6 +2,7 @@
 as the gateway's frame source, at recorded speed (or a multiple) or as fast as possible."""
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ class ReplayError(Exception):
 class LogReplay:
     """Bus-like: ``recv`` returns the log's frames in order, then raises :class:`EOFError`."""
 
-    def __init__(self, path: str | Path, *, speed: float | None = 1.0) -> None:
+    def __init__(self, path: str | Path, *, speed: float | None = 1.0, stop: threading.Event | None = None) -> None:
         path = Path(path)
         kwargs = {"relative_timestamp": False} if path.suffix.lower() == ".asc" else {}
         try:
@@ -29,6 +30,7 @@ class LogReplay:
         self._t0_log: float | None = None
         self._t0_mono = 0.0
         self.frames = 0
+        self._stop = stop or threading.Event()
 
     def recv(self, timeout: float | None = None) -> can.Message | None:
         try:
@@ -43,11 +45,16 @@ class LogReplay:
                 self._t0_log, self._t0_mono = msg.timestamp, time.monotonic()
             due = self._t0_mono + (msg.timestamp - self._t0_log) / self.speed
             delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            if delay > 0 and self._stop.wait(delay):  # a gap in the log must not delay a stop
+                raise EOFError(str(self.path))
         return msg
 
+    def stop(self) -> None:
+        """Make a pending ``recv`` return (as end of log) at once."""
+        self._stop.set()
+
     def shutdown(self) -> None:
-        stop = getattr(self._reader, "stop", None)
-        if stop:
-            stop()
+        self._stop.set()
+        close = getattr(self._reader, "stop", None)
+        if close:
+            close()

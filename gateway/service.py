@@ -49,6 +49,19 @@ class GatewayStats:
     packets_unstored: int = 0  # the outbox refused a packet (disk error, larger than the budget)
 
 
+def interface_drops(channel: str) -> dict[str, int] | None:
+    """Frames the kernel or the CAN controller dropped on a SocketCAN interface (MCP2515 overruns
+    show up here), from sysfs; None where the interface has no such statistics."""
+    stats = Path("/sys/class/net") / channel / "statistics"
+    out = {}
+    for name in ("rx_dropped", "rx_over_errors", "rx_fifo_errors"):
+        try:
+            out[name] = int((stats / name).read_text())
+        except (OSError, ValueError):
+            return None
+    return out
+
+
 class GatewayError(Exception):
     """The gateway stopped because acquisition or storage failed (the cause is chained)."""
 
@@ -134,6 +147,9 @@ class Gateway:
             "error_frames": src.error_frames,
             "remote_frames": src.remote_frames,
             "bus_outages": src.outages,
+            "bus_errors": src.bus_errors,
+            "bus_down_s": round(self.source.down_for_s, 1),
+            "interface_drops": interface_drops(self.config.channel) if self._own_bus else None,
             "frames_malformed": smp.frames_malformed,
             "frames_late": smp.frames_late,
             "packets_made": self.stats.packets_made,
@@ -151,6 +167,8 @@ class Gateway:
         """Ask the reader to flush and finish; ``run()`` returns once the outbox is drained or
         ``drain_timeout`` passes."""
         self._stop.set()
+        if self._replay:  # a replay pacing through a gap in its log returns at once
+            getattr(self.source.bus, "stop", lambda: None)()
 
     async def run(self, *, drain_timeout: float = 30.0) -> None:
         loop = asyncio.get_running_loop()
