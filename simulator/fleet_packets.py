@@ -12,14 +12,13 @@ vehicle with every cell present, so the sink stores what the manifest says.
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
 from minute_packet import Column, MinutePacket, Schema
 
-_COUNTER = re.compile(r"(counter|_cnt|cnt$|alive|rolling)", re.IGNORECASE)
-_CHECKSUM = re.compile(r"(checksum|chksum|crc)", re.IGNORECASE)
+from .generic_signals import CHECKSUM_NAME, COUNTER_NAME
+
 
 # Per-vehicle constants for signals the fleet physics does not drive: uniform (lo, hi) physical values.
 VEHICLE_CONSTANTS: dict[str, tuple[float, float]] = {
@@ -82,9 +81,9 @@ class WindowBuilder:
         self.driven_idx = [i for i, c in enumerate(cols) if c.signal in driven]
         self.driven_cols = [cols[i] for i in self.driven_idx]
         self.driven_names = [c.signal for c in self.driven_cols]
-        self.counter_idx = [i for i, c in enumerate(cols) if i not in set(self.driven_idx) and _COUNTER.search(c.signal)]
+        self.counter_idx = [i for i, c in enumerate(cols) if i not in set(self.driven_idx) and COUNTER_NAME.search(c.signal)]
         self.checksum_idx = [i for i, c in enumerate(cols)
-                             if i not in set(self.driven_idx) and _CHECKSUM.search(c.signal)]
+                             if i not in set(self.driven_idx) and CHECKSUM_NAME.search(c.signal)]
         special = set(self.driven_idx) | set(self.counter_idx) | set(self.checksum_idx)
         self.const_idx = [i for i in range(len(cols)) if i not in special]
         const_phys = np.empty((len(self.const_idx), n, 1))

@@ -17,8 +17,9 @@ import cantools
 
 log = logging.getLogger(__name__)
 
-_COUNTER = re.compile(r"(counter|_cnt|cnt$|alive|rolling|^cnt)", re.IGNORECASE)
-_CHECKSUM = re.compile(r"(checksum|chksum|crc|chks)", re.IGNORECASE)
+# signal names that mark rolling counters and checksums (shared with the fleet packet generator)
+COUNTER_NAME = re.compile(r"(counter|_cnt|cnt$|alive|rolling|^cnt)", re.IGNORECASE)
+CHECKSUM_NAME = re.compile(r"(checksum|chksum|crc|chks)", re.IGNORECASE)
 FLOAT_DEFAULT_RANGE = (-1000.0, 1000.0)
 
 
@@ -78,9 +79,9 @@ def classify(sig: cantools.database.can.Signal, physics: bool) -> SignalKind:
     if physics:
         return SignalKind(kind="physics", **common)  # type: ignore[arg-type]
     if not sig.is_float and not sig.is_signed and sig.scale == 1 and sig.offset == 0:
-        if _CHECKSUM.search(sig.name):
+        if CHECKSUM_NAME.search(sig.name):
             return SignalKind(kind="checksum", **common)  # type: ignore[arg-type]
-        if _COUNTER.search(sig.name) and sig.length <= 16:
+        if COUNTER_NAME.search(sig.name) and sig.length <= 16:
             modulus = min(1 << sig.length, int(hi) + 1) if hi >= 1 else 1 << sig.length
             return SignalKind(kind="counter", modulus=modulus, **common)  # type: ignore[arg-type]
     if sig.choices:

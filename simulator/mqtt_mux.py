@@ -73,6 +73,7 @@ class MqttMux:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._outstanding = 0  # accepted by publish(), not yet acknowledged
+        self._failure: BaseException | None = None  # what killed the network thread
         self.conns = [self._make(i, f"{client_prefix}-{i}") for i in range(connections)]
 
     def _make(self, index: int, client_id: str) -> _Conn:
@@ -113,15 +114,26 @@ class MqttMux:
                                    f"not accepted within {timeout} s")
             time.sleep(0.01)
 
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise MqttMuxError(f"the MQTT network thread failed: {self._failure}") from self._failure
+
     def publish(self, conn: int, topic: str, payload: bytes) -> None:
         """Queue a QoS 1 message on connection ``conn`` (blocks while the queue is full)."""
+        self._check()
         with self._lock:
             self._outstanding += 1
         try:
             self._queue.put_nowait((conn, topic, payload))
         except queue.Full:
             self.stats.queue_full_waits += 1
-            self._queue.put((conn, topic, payload))
+            while True:
+                self._check()
+                try:
+                    self._queue.put((conn, topic, payload), timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
 
     def drop(self, conn: int) -> None:
         """Sever connection ``conn`` abruptly (no DISCONNECT packet)."""
@@ -132,6 +144,7 @@ class MqttMux:
         deadline = time.monotonic() + timeout
         with self._lock:
             while self._outstanding > 0:
+                self._check()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -155,6 +168,20 @@ class MqttMux:
 
     # -- network thread ------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._run_loop()
+        except BaseException as exc:  # publish()/flush() raise it instead of waiting forever
+            self._failure = exc
+            log.exception("MQTT network thread failed")
+            with self._lock:
+                self._idle.notify_all()
+            while True:  # unblock producers waiting for room
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+
+    def _run_loop(self) -> None:
         next_misc = 0.0
         while not self._stop.is_set():
             self._take_queue()
@@ -182,7 +209,10 @@ class MqttMux:
                         self._reconnect(conn)
 
     def _take_queue(self) -> None:
-        for _ in range(5000):
+        # what sits in the per-connection deques counts against the queue's bound too, so a slow
+        # or absent broker makes publish() block instead of growing memory
+        room = self._queue.maxsize - sum(len(c.pending) for c in self.conns)
+        for _ in range(max(0, min(room, 5000))):
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
@@ -194,9 +224,11 @@ class MqttMux:
         while conn.pending and len(conn.inflight) < self.window:
             topic, payload = conn.pending.popleft()
             info = conn.client.publish(topic, payload, qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # refused: try it again later
                 self.stats.errors += 1
-            conn.inflight[info.mid] = len(payload)
+                conn.pending.appendleft((topic, payload))
+                return
+            conn.inflight[info.mid] = len(payload)  # NO_CONN: paho keeps it and re-sends on reconnect
             self.stats.published += 1
 
     def _sever(self, conn: _Conn) -> None:
