@@ -46,17 +46,21 @@ def test_kill_9_at_random_points_loses_no_completed_packet(tmp_path, broker):
     def received() -> set[tuple[str, int]]:
         return {(p.boot_id.hex(), p.seq) for p in (decode(m[1]) for m in list(rec.messages))}
 
+    def parse(lines) -> set[tuple[str, int]]:
+        return {(line.split()[1], int(line.split()[2])) for line in lines if line.startswith("STORED ")}
+
     stored: set[tuple[str, int]] = set()
     for _ in range(TRIALS):
         proc = _start(outbox, broker, prefix)
-        time.sleep(rng.uniform(0.2, 1.5))
+        first = proc.stdout.readline()  # packets are being made: now kill it somewhere in the stream
+        time.sleep(rng.uniform(0.0, 1.0))
         proc.kill()
         out, _ = proc.communicate()
-        stored |= {(line.split()[1], int(line.split()[2])) for line in out.splitlines() if line.startswith("STORED ")}
+        stored |= parse([first, *out.splitlines()])
         waiting = _outbox_keys(outbox)  # readable after every crash
         # every committed packet is either still in the outbox or reached the broker
         assert rec.wait_for(lambda ms: stored <= received() | waiting, timeout=10), stored - received() - waiting
-    assert len(stored) >= TRIALS  # the crashes happened while packets were being made
+    assert len(stored) >= TRIALS  # every crash happened while packets were being made
     # a clean start drains everything the crashes left behind
     proc = _start(outbox, broker, prefix, "--no-frames")
     assert rec.wait_for(lambda ms: stored <= received(), timeout=30), stored - received()

@@ -73,7 +73,7 @@ def test_broker_outage_loses_nothing_and_backlog_arrives_in_order(tmp_path):
     for f in _speed_frames(db, 2, 5):
         sim.send(f)
     assert _wait(lambda: gt.gw.stats.packets_made >= 4)
-    assert gt.gw.outbox.depth >= 3
+    assert gt.gw.outbox.depth >= 2  # made while the broker was down (one more if the idle flush came first)
     with private_mosquitto(port, persistence_dir=persist):
         assert rec.wait_for(lambda ms: len({p.seq for p in _telemetry(ms)}) >= 4, timeout=40)
         for f in _speed_frames(db, 5, 6):
