@@ -274,7 +274,8 @@ class Staging:
 
         def run() -> None:
             self._db.execute("UPDATE batches SET done = 1, files = ? WHERE id = ?", ("\n".join(files), batch))
-            self._db.execute("UPDATE packets SET payload = NULL WHERE batch = ?", (batch,))
+            self._db.execute(  # "payload IS NOT NULL" lets SQLite use packets_pending instead of a table scan
+                "UPDATE packets SET payload = NULL WHERE batch = ? AND payload IS NOT NULL", (batch,))
             vehicles = list(latest)
             old: dict[str, dict[str, tuple[int, float]]] = {}
             for k in range(0, len(vehicles), 500):

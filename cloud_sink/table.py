@@ -92,17 +92,29 @@ class TableBuilder:
                 minimum=np.array([-np.inf if r else _bound(c.minimum, -np.inf) for c, r in zip(cols, unset)])[:, None],
                 maximum=np.array([np.inf if r else _bound(c.maximum, np.inf) for c, r in zip(cols, unset)])[:, None],
             ))
+        # chunk matrices hold the columns group by group: row r is schema column order[r], so a
+        # group's raw values are one contiguous block of rows (no gather copy per group)
+        order = np.concatenate([g.index for g in self.groups])
+        self._row_of = np.empty(len(order), dtype=np.int64)
+        self._row_of[order] = np.arange(len(order))
+        bounds = np.cumsum([0] + [len(g.index) for g in self.groups])
+        self._blocks = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def _physical(self, g: _Group, raw: np.ndarray) -> np.ndarray:
-        """Physical values of a group from its raw rows (a fresh copy, so converted in place)."""
+        """Physical values of a group from its raw rows (a block of the chunk's own matrix, so
+        converted in place where the type allows)."""
         if g.integer:
             if g.kind == "f32":  # never integer-valued; kept for completeness
                 raw = raw.astype(np.uint32).view(np.float32).astype(np.int64)
             out = raw.view(np.int64)  # what astype(int64) gives for int and uint bit patterns alike
-        elif g.kind == "int":
-            out = raw.view(np.int64).astype(np.float64)
-        elif g.kind == "uint":
-            out = raw.astype(np.float64)
+        elif g.kind in ("int", "uint"):
+            numbers = raw.view(np.int64) if g.kind == "int" else raw
+            if g.scaled:  # converted and scaled in one pass (the same float64 arithmetic)
+                out = np.multiply(numbers, g.scale, dtype=np.float64)
+                if g.offset_any:
+                    out += g.offset
+                return out
+            out = numbers.astype(np.float64)
         elif g.kind == "f32":
             out = raw.astype(np.uint32).view(np.float32).astype(np.float64)
         else:
@@ -123,19 +135,20 @@ class TableBuilder:
         n = int(rows.sum())
         ends = np.cumsum(rows)
         starts = ends - rows
-        values = np.empty((ncol, n), dtype=np.uint64)
+        values = np.empty((ncol, n), dtype=np.uint64)  # rows in group order (self._row_of)
         present = np.empty((ncol, n), dtype=bool)
+        row_of = self._row_of
         for p, a, b in zip(packets, starts.tolist(), ends.tolist()):
             if isinstance(p, PacketInfo):
-                fill(p, values[:, a:b], present[:, a:b])
+                fill(p, values[:, a:b], present[:, a:b], row_of)
             else:
-                values[:, a:b] = p.values
-                present[:, a:b] = p.present
+                values[row_of, a:b] = p.values
+                present[row_of, a:b] = p.present
         ts = np.repeat(np.array([p.start_time for p in packets], dtype=np.int64) - starts, rows) + np.arange(n)
         physical: list[np.ndarray] = []
-        oor: np.ndarray | None = None
-        for g in self.groups:
-            phys = self._physical(g, values[g.index])
+        oor: np.ndarray | None = None  # in schema column order
+        for g, block in zip(self.groups, self._blocks):
+            phys = self._physical(g, values[block])
             physical.append(phys)
             if g.checked:
                 # cheap screen: only columns whose extremes leave the range need the per-value mask
@@ -143,11 +156,11 @@ class TableBuilder:
                 if len(suspect):
                     sub = phys[suspect]
                     flagged = (sub < g.minimum[suspect]) | (sub > g.maximum[suspect])
-                    flagged &= present[g.index[suspect]]
+                    flagged &= present[block][suspect]
                     if oor is None:
                         oor = np.zeros((ncol, n), dtype=bool)
                     oor[g.index[suspect]] = flagged
-        latest = self._latest(packets, masked, starts, ts, present, physical)
+        latest = self._latest(masked, starts, ends, ts, present, physical)
         keep = present.any(axis=0)
         all_kept = bool(keep.all())
         if not all_kept:
@@ -165,8 +178,8 @@ class TableBuilder:
         arrays["boot_id"] = _dictionary([p.boot_id.hex() for p in packets], packet_of_row)
         arrays["seq"] = pa.array(np.array([p.seq for p in packets], dtype=np.int64)[packet_of_row])
         columns: list[pa.Array | None] = [None] * ncol
-        for g, phys in zip(self.groups, physical):
-            bits = np.packbits(present[g.index], axis=1, bitorder="little")
+        for g, block, phys in zip(self.groups, self._blocks, physical):
+            bits = np.packbits(present[block], axis=1, bitorder="little")
             counts = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)  # padding bits are zero
             typ = pa.int64() if g.integer else pa.float64()
             phys = np.ascontiguousarray(phys)
@@ -188,27 +201,34 @@ class TableBuilder:
         _, cols = np.nonzero(oor.T)
         return pa.ListArray.from_arrays(pa.array(offsets), self._names_arrow.take(pa.array(cols)))
 
-    def _latest(self, packets: Sequence[PacketInfo | MinutePacket], masked: Sequence[str], starts: np.ndarray,
-                ts: np.ndarray, present: np.ndarray, physical: list[np.ndarray]) -> Latest:
+    def _latest(self, masked: Sequence[str], starts: np.ndarray, ends: np.ndarray, ts: np.ndarray,
+                present: np.ndarray, physical: list[np.ndarray]) -> Latest:
         """Per vehicle, each column's last present value and its time (rows are in time order
-        per vehicle)."""
-        seg = [0] + [i for i in range(1, len(packets)) if masked[i] != masked[i - 1]]
-        bounds = [int(b) for b in starts[seg]] + [present.shape[1]]
+        per vehicle; ``present`` rows in group order). A column is looked up in the vehicle's
+        last packet first; only columns absent there are searched in its earlier rows."""
+        seg = [0] + [i for i in range(1, len(masked)) if masked[i] != masked[i - 1]] + [len(masked)]
         ncol = present.shape[0]
         cols = np.arange(ncol)
-        last = np.empty((ncol, len(seg)), dtype=np.int64)  # (ncol, vehicles), -1 = never present
-        for v in range(len(seg)):
-            a, b = bounds[v], bounds[v + 1]
-            rev = present[:, a:b][:, ::-1]
+        last = np.empty((ncol, len(seg) - 1), dtype=np.int64)  # (group rows, vehicles), -1 = never present
+        for v in range(len(seg) - 1):
+            first_row, tail, b = int(starts[seg[v]]), int(starts[seg[v + 1] - 1]), int(ends[seg[v + 1] - 1])
+            rev = present[:, tail:b][:, ::-1]
             idx = np.argmax(rev, axis=1)  # first present value from the end
-            last[:, v] = np.where(rev[cols, idx], b - 1 - idx, -1)
-        values = np.empty((ncol, len(seg)), dtype=np.float64)
-        for g, phys in zip(self.groups, physical):
-            values[g.index] = np.take_along_axis(phys, np.maximum(last[g.index], 0), axis=1)
+            found = rev[cols, idx]
+            last[:, v] = np.where(found, b - 1 - idx, -1)
+            if tail > first_row and not found.all():
+                missing = np.flatnonzero(~found)
+                rev = present[missing, first_row:tail][:, ::-1]
+                idx = np.argmax(rev, axis=1)
+                last[missing, v] = np.where(rev[np.arange(len(missing)), idx], tail - 1 - idx, -1)
+        values = np.empty((ncol, len(seg) - 1), dtype=np.float64)
+        for block, phys in zip(self._blocks, physical):
+            values[block] = np.take_along_axis(phys, np.maximum(last[block], 0), axis=1)
+        last, values = last[self._row_of], values[self._row_of]  # back to schema column order
         times = ts[np.maximum(last, 0)]
         has = (last >= 0) & np.isfinite(values)  # NaN/inf (float signals) cannot be JSON: not a "latest value"
         out: Latest = {}
-        for v in range(len(seg)):
+        for v in range(len(seg) - 1):
             sel = has[:, v]
             out[masked[seg[v]]] = dict(zip(self._names_object[sel].tolist(),
                                            zip(times[sel, v].tolist(), values[sel, v].tolist())))

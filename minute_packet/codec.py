@@ -332,33 +332,39 @@ def materialize(info: PacketInfo) -> MinutePacket:
     )
 
 
-def fill(info: PacketInfo, values: np.ndarray, present: np.ndarray) -> None:
+def fill(info: PacketInfo, values: np.ndarray, present: np.ndarray, rows: np.ndarray | None = None) -> None:
     """Write an inspected packet's raw values and presence into ``values`` (uint64) and
     ``present`` (bool), each of shape (columns, rows); they may be views into larger matrices
-    (the sink decodes many packets side by side into one column layout this way)."""
+    (the sink decodes many packets side by side into one column layout this way). With ``rows``,
+    column ``c`` goes to row ``rows[c]`` (a permutation) instead of row ``c``."""
     widths, first, nrow = info.widths, info.first, info.rows
+    everything = slice(None) if rows is None else rows
     if info.mask:
-        present[:] = np.unpackbits(np.frombuffer(info.mask, np.uint8),
-                                   count=widths.size * nrow).reshape(widths.size, nrow).view(bool)
+        present[everything] = np.unpackbits(np.frombuffer(info.mask, np.uint8),
+                                            count=widths.size * nrow).reshape(widths.size, nrow).view(bool)
     else:
         present[:] = True
     if not info.deltas:
-        values[:] = first[:, None]
+        values[everything] = first[:, None]
         return
     # Constant (and all-missing) columns are their first value. The others are their first value
     # plus the running sum of their deltas, un-zig-zagged in their own width and sign-extended to
     # 64 bits (int64 sums wrap exactly like the encoder's uint64 differences); only those rows
     # are summed.
-    order = [np.flatnonzero(widths == w) for w in info.deltas]
-    idx = np.concatenate(order) if len(order) > 1 else order[0]
-    if len(idx) < len(widths):
-        still = np.flatnonzero((widths == 0) | (widths == _ALL_MISSING))
-        values[still] = first[still, None]
-    moving = np.empty((len(idx), nrow), dtype=np.int64)
+    # columns by width code (stable): constants, then widths 1, 2, 4, 8 in column order, then
+    # all-missing ones; the varying columns are one slice of it, in delta-block order
+    by_width = np.argsort(widths, kind="stable")
+    counts = [len(blob) // ((nrow - 1) * w) for w, blob in info.deltas.items()]
+    lo = int(np.count_nonzero(widths == 0))
+    hi = lo + sum(counts)
+    idx = by_width[lo:hi]
+    if hi - lo < len(widths):
+        still = np.concatenate((by_width[:lo], by_width[hi:]))
+        values[still if rows is None else rows[still]] = first[still, None]
+    moving = np.empty((hi - lo, nrow), dtype=np.int64)
     moving[:, 0] = first[idx].view(np.int64)
     row = 0
-    for (w, blob), cols in zip(info.deltas.items(), order):
-        k = len(cols)
+    for (w, blob), k in zip(info.deltas.items(), counts):
         planes = np.frombuffer(blob, np.uint8)
         if w == 1:
             z = planes
@@ -371,4 +377,4 @@ def fill(info: PacketInfo, values: np.ndarray, present: np.ndarray) -> None:
         moving[row:row + k, 1:] = d.view(_SIGNED[w]).reshape(k, nrow - 1)
         row += k
     np.cumsum(moving, axis=1, out=moving)
-    values[idx] = moving.view(np.uint64)
+    values[idx if rows is None else rows[idx]] = moving.view(np.uint64)
