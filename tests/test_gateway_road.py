@@ -92,6 +92,13 @@ def test_broker_outage_loses_nothing_and_backlog_arrives_in_order(tmp_path):
     assert [p.start_time for p in first_seen] == [T0 + 60 * i for i in range(6)]
     assert gt.gw.publisher.stats.backlog_published >= 2
     assert gt.gw.publisher.stats.connects >= 2
+    online = [json.loads(p) for t, p, _ in rec.messages if t.endswith("/status") and json.loads(p)["state"] == "online"]
+    status = online[-1]
+    assert status["vehicle_id"] == "VOUT" and status["boot_id"] == gt.gw.boot_id.hex()
+    assert status["versions"]["dcm"] and status["schema"] == gt.gw.schema.fingerprint.hex()
+    assert {"depth", "bytes", "budget", "evicted_packets", "evicted_bytes"} <= set(status["outbox"])
+    assert {"synchronised", "correction_ms", "steps_forward", "steps_backward"} <= set(status["clock"])
+    assert status["frames"] > 0 and status["packets_made"] >= 4
 
 
 def _wait(pred, timeout=30.0):
@@ -171,3 +178,37 @@ def test_mutual_tls_with_client_certificates(tmp_path):
             bare.connect(url.host, url.port)
             bare.loop(timeout=2)
             bare.publish("tls/x", b"x", qos=1).wait_for_publish(2)
+
+
+def test_backlog_drains_in_order_while_live_packets_go_first(tmp_path, broker):
+    from gateway.outbox import Outbox
+    from gateway.publisher import Publisher, PublisherSettings
+
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    box = Outbox(tmp_path / "o.sqlite")
+    for i in range(30):  # waited while the network was gone
+        box.put(f"{prefix}/backlog", str(i).encode())
+    rec = Recorder(broker, [f"{prefix}/#"], client_id=f"rec-{prefix}")
+    pub = Publisher(box, PublisherSettings(broker=broker, client_id=f"pub-{prefix}", schema_topic=f"{prefix}/schema",
+                                           schema_payload=b"{}", status_topic=f"{prefix}/status", backlog_rate=10),
+                    status=lambda: {})
+
+    async def main() -> None:
+        task = asyncio.create_task(pub.run())
+        while pub.stats.backlog_published < 3:
+            await asyncio.sleep(0.02)
+        box.put(f"{prefix}/live", b"live")  # a packet made now
+        pub.wake.set()
+        while box.depth:
+            await asyncio.sleep(0.02)
+        task.cancel()
+
+    asyncio.run(main())
+    assert rec.wait_for(lambda ms: sum(t.endswith(("/backlog", "/live")) for t, _, _ in ms) == 31)
+    rec.close()
+    box.close()
+    order = [p.decode() for t, p, _ in rec.messages if t.endswith(("/backlog", "/live"))]
+    backlog = [o for o in order if o != "live"]
+    assert backlog == [str(i) for i in range(30)]  # in order, each once
+    assert order.index("live") < order.index("29")  # the live packet did not wait for the backlog
+    assert pub.stats.backlog_published == 30
