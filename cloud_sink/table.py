@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from minute_packet import MinutePacket, Schema
-from minute_packet.codec import PacketInfo, fill
+from minute_packet.codec import PacketInfo, fill, fill_many
 
 TS_TYPE = pa.timestamp("s", tz="UTC")
 Latest = dict[str, dict[str, tuple[int, float]]]
@@ -135,10 +135,14 @@ class TableBuilder:
         n = int(rows.sum())
         ends = np.cumsum(rows)
         starts = ends - rows
-        values = np.empty((ncol, n), dtype=np.uint64)  # rows in group order (self._row_of)
-        present = np.empty((ncol, n), dtype=bool)
-        row_of = self._row_of
-        for p, a, b in zip(packets, starts.tolist(), ends.tolist()):
+        row_of = self._row_of  # matrices hold schema column c in row row_of[c] (group order)
+        many = fill_many(list(packets), row_of) if all(isinstance(p, PacketInfo) for p in packets) else None
+        if many is not None:  # the usual case: minute packets of 60 rows, decoded as one
+            values, present = many
+        else:
+            values = np.empty((ncol, n), dtype=np.uint64)
+            present = np.empty((ncol, n), dtype=bool)
+        for p, a, b in zip(packets if many is None else (), starts.tolist(), ends.tolist()):
             if isinstance(p, PacketInfo):
                 fill(p, values[:, a:b], present[:, a:b], row_of)
             else:
