@@ -392,8 +392,10 @@ def fill_many(infos: list[PacketInfo], rows: np.ndarray) -> tuple[np.ndarray, np
         return None
     full = b"\xff" * (ncol * nrow // 8)
     bits = np.unpackbits(np.frombuffer(b"".join([p.mask or full for p in infos]), np.uint8))
-    present = np.empty((ncol, count, nrow), dtype=bool)
-    present[rows] = bits.view(bool).reshape(count, ncol, nrow).transpose(1, 0, 2)
+    source = np.empty(ncol, dtype=np.int64)  # row r holds schema column source[r]
+    source[rows] = np.arange(ncol)
+    # a gather then one transposing copy (a scatter from the transposed view is ~6x slower)
+    present = np.take(bits.view(bool).reshape(count, ncol, nrow), source, axis=1).transpose(1, 0, 2).copy()
     moving = np.zeros((ncol, count, nrow), dtype=np.int64)  # deltas, then running sums
     moving[rows, :, 0] = np.stack([p.first for p in infos], axis=1).view(np.int64)
     widths = np.stack([p.widths for p in infos])  # (packets, columns)
