@@ -52,7 +52,8 @@ class MqttIntake:
         self.broker = broker
         self.topics = topics
         self.queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=queue_size)
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # set once the broker has acknowledged every subscription
+        self._subscribe_mid: int | None = None
         self.connects = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()
@@ -69,6 +70,7 @@ class MqttIntake:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         self._client = c
 
     def start(self) -> None:
@@ -98,8 +100,15 @@ class MqttIntake:
             return
         self.connects += 1
         log.info("connected to %s (session present: %s)", self.broker, flags.session_present)
-        for topic in self.topics:
-            client.subscribe(topic, qos=1)
+        _, self._subscribe_mid = client.subscribe([(topic, 1) for topic in self.topics])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.error("broker %s refused subscriptions %s: %s", self.broker, self.topics, refused)
+            return
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

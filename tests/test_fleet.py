@@ -93,7 +93,6 @@ async def _sink_run(config: SinkConfig, run: FleetRun) -> Sink:
     sink = Sink(config)
     task = asyncio.create_task(sink.run())
     assert await asyncio.to_thread(sink.intake.connected.wait, 10)
-    await asyncio.sleep(0.3)
     await asyncio.to_thread(run.run)
     expected = run.manifest["expected"]
     deadline = asyncio.get_running_loop().time() + 30

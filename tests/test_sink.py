@@ -56,7 +56,6 @@ async def _run_sink(config: SinkConfig, until, timeout: float = 20.0) -> Sink:
     sink = Sink(config)
     task = asyncio.create_task(sink.run())
     await asyncio.to_thread(sink.intake.connected.wait, 10)
-    await asyncio.sleep(0.2)  # subscriptions settle
     await until(sink)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not until.done(sink):

@@ -40,7 +40,6 @@ def test_two_workers_store_every_packet_exactly_once_in_the_union(tmp_path, brok
         tasks = [asyncio.create_task(s.run()) for s in sinks]
         for s in sinks:
             assert await asyncio.to_thread(s.intake.connected.wait, 10)
-        await asyncio.sleep(0.3)  # subscriptions settle
         await asyncio.to_thread(_publish, broker, items)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and sum(s.stats.packets_staged for s in sinks) < len(sent):
