@@ -8,20 +8,14 @@ import uuid
 import numpy as np
 import paho.mqtt.client as mqtt
 import pyarrow.dataset as ds
-import pytest
 
 import dbc
 from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink, SinkConfig
-from minute_packet import MinutePacket, encode, schema_from_dbc
+from minute_packet import MinutePacket, encode
 
 T0 = 1_767_225_600
 SECRET = b"test-secret"
-
-
-@pytest.fixture(scope="module")
-def schema():
-    return schema_from_dbc(dbc.load(dbc.REFERENCE_DBC))
 
 
 def _packet(schema, vehicle: str, seq: int, boot: bytes, rows: int = 60) -> MinutePacket:

@@ -23,7 +23,7 @@ from cloud_sink.staging import Staging
 from dcm.broker import free_port
 from minute_packet import encode
 
-from test_sink import SECRET, _packet, schema  # noqa: F401  (fixture)
+from test_sink import SECRET, _packet
 
 ROOT = Path(__file__).resolve().parent.parent
 VEHICLES = ("KILL1", "KILL2", "KILL3")

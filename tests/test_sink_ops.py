@@ -22,7 +22,7 @@ from dcm.broker import BrokerUrl
 from dcm.cli import main as dcm_main
 from minute_packet import encode
 
-from test_sink import SECRET, Publish, _config, _packet, _run_sink, schema  # noqa: F401  (fixture)
+from test_sink import SECRET, Publish, _config, _packet, _run_sink
 
 
 def test_toml_config_with_overrides(tmp_path):

@@ -22,7 +22,7 @@ from cloud_sink.service import Sink
 from cloud_sink.staging import Staging, union_gaps
 from minute_packet import encode
 
-from test_sink import SECRET, _config, _packet, _publish, schema  # noqa: F401  (fixture)
+from test_sink import SECRET, _config, _packet, _publish
 
 
 def test_two_workers_store_every_packet_exactly_once_in_the_union(tmp_path, broker, schema):
