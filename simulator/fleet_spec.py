@@ -15,6 +15,8 @@ from typing import Any
 
 import dbc as dbc_files
 
+from .vehicle_model import Profile
+
 FLEET_SPEC_VERSION = 1
 VARIANT_2027_DBC = Path(dbc_files.__file__).with_name("reference_car_2027.dbc")
 
@@ -39,19 +41,11 @@ DEFAULT_MODELS: tuple[VehicleModelSpec, ...] = (
 
 
 @dataclasses.dataclass(frozen=True)
-class DriverProfile:
-    """Driving style at 1 Hz: speeds km/h, accelerations m/s^2, durations s."""
+class DriverProfile(Profile):
+    """A fleet driving style (the CAN-level model's fields, at 1 Hz) and the CAN-level
+    :mod:`simulator.vehicle_model` profile that matches it in CAN mode."""
 
-    v_range: tuple[float, float]
-    accel: float
-    decel: float
-    stop_prob: float
-    go_s: tuple[float, float]
-    stop_s: tuple[float, float]
-    trip_s: tuple[float, float]
-    park_s: tuple[float, float]
-    upshift_rpm: float
-    can_profile: str  # the matching :mod:`simulator.vehicle_model` profile for CAN mode
+    can_profile: str = "calm"
 
 
 PROFILES: dict[str, DriverProfile] = {
