@@ -18,6 +18,8 @@ from dcm.groundtruth import FrameRecorder, compare, read_lake_vehicle
 from gateway.decoder import frame_key
 from gateway.service import Gateway, GatewayConfig
 
+from .rig import play, witness
+
 SECRET = b"dcm-hil-secret"
 
 
@@ -44,6 +46,17 @@ async def until(predicate: Callable[[], bool], timeout: float, step: float = 0.0
             return True
         await asyncio.sleep(step)
     return bool(predicate())
+
+
+@dataclasses.dataclass(frozen=True)
+class Played:
+    """What :meth:`Chain.play` saw: the frames the interface carried (candump witness), the
+    witness's socket drops, and the wall-clock span of the playback."""
+
+    carried: list[can.Message]
+    drops: list[str]
+    began: float
+    ended: float
 
 
 @dataclasses.dataclass
@@ -92,6 +105,20 @@ class Chain:
 
         source.recv = recv_and_record  # the reader looks both up on the instance
         sampler.add = add_and_record
+
+    async def play(self, log: Path, rx: str, tx: str, witness_log: Path, *,
+                   expect: Callable[[list[can.Message]], int] | None = None) -> Played:
+        """Start the chain, play ``log`` onto ``tx`` (canplayer) while a candump on ``rx`` records
+        what the interface carried, then stop once the gateway has read ``expect(carried)`` frames
+        (default: all of them)."""
+        with witness(rx, tx, witness_log) as w:
+            await self.start()
+            began = time.time()
+            await asyncio.to_thread(play, log, tx)
+            ended = time.time()
+        carried = w.frames()
+        await self.stop(expect_frames=expect(carried) if expect else len(carried))
+        return Played(carried, w.drops(), began, ended)
 
     @property
     def collected_keys(self) -> set[int]:

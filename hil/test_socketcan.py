@@ -20,7 +20,7 @@ import pytest
 import dbc
 from gateway.decoder import frame_key
 from hil.chain import Chain, until
-from hil.rig import play, witness, write_log
+from hil.rig import write_log
 from minute_packet import Collection
 from simulator.can_vehicle import CanVehicle
 
@@ -43,13 +43,10 @@ def test_reference_car_end_to_end_over_socketcan(tmp_path, ifaces, broker):
 
     async def main() -> tuple[Chain, list[can.Message]]:
         chain = Chain(tmp_path / "w", broker, ifaces.rx, REF)
-        with witness(ifaces.rx, ifaces.tx, tmp_path / "witness.log") as w:
-            await chain.start()
-            await asyncio.to_thread(play, tmp_path / "ref.log", ifaces.tx)
-        frames = w.frames()
-        assert not w.drops(), w.drops()
-        await chain.stop(expect_frames=len(chain.collected(frames)))
-        return chain, frames
+        played = await chain.play(tmp_path / "ref.log", ifaces.rx, ifaces.tx, tmp_path / "witness.log",
+                                  expect=lambda carried: len(chain.collected(carried)))
+        assert not played.drops, played.drops
+        return chain, played.carried
 
     chain, frames = asyncio.run(main())
     assert len(frames) == sent  # the interface carried every frame
@@ -84,12 +81,9 @@ def test_kernel_filters_keep_other_ids_out_of_python(tmp_path, ifaces, broker):
 
     async def main():
         chain = Chain(tmp_path / "w", broker, ifaces.rx, REF, {"collection": Collection(signals=signals)})
-        with witness(ifaces.rx, ifaces.tx, tmp_path / "witness.log") as w:
-            await chain.start()
-            await asyncio.to_thread(play, tmp_path / "mixed.log", ifaces.tx)
-        got = w.frames()
-        await chain.stop(expect_frames=len(chain.collected(got)))
-        return chain, got
+        played = await chain.play(tmp_path / "mixed.log", ifaces.rx, ifaces.tx, tmp_path / "witness.log",
+                                  expect=lambda carried: len(chain.collected(carried)))
+        return chain, played.carried
 
     chain, carried = asyncio.run(main())
     assert len(carried) == len(mixed)
@@ -113,14 +107,8 @@ def test_kernel_timestamps_are_the_sample_times(tmp_path, ifaces, broker):
 
     async def main():
         chain = Chain(tmp_path / "w", broker, ifaces.rx, REF)
-        with witness(ifaces.rx, ifaces.tx, tmp_path / "witness.log") as w:
-            await chain.start()
-            began = time.time()
-            await asyncio.to_thread(play, tmp_path / "speed.log", ifaces.tx)
-            ended = time.time()
-        got = w.frames()
-        await chain.stop(expect_frames=len(got))
-        return chain, got, began, ended
+        played = await chain.play(tmp_path / "speed.log", ifaces.rx, ifaces.tx, tmp_path / "witness.log")
+        return chain, played.carried, played.began, played.ended
 
     chain, carried, began, ended = asyncio.run(main())
     assert len(carried) == len(msgs) == len(chain.sample_times) == 35
@@ -144,13 +132,9 @@ def test_saturated_bus_loses_no_frame(tmp_path, ifaces, broker):
 
     async def main():
         chain = Chain(tmp_path / "w", broker, ifaces.rx, REF)
-        with witness(ifaces.rx, ifaces.tx, tmp_path / "witness.log") as w:
-            await chain.start()
-            await asyncio.to_thread(play, tmp_path / "flood.log", ifaces.tx)
-        got = w.frames()
-        assert not w.drops(), w.drops()
-        await chain.stop(expect_frames=len(got))
-        return chain, got
+        played = await chain.play(tmp_path / "flood.log", ifaces.rx, ifaces.tx, tmp_path / "witness.log")
+        assert not played.drops, played.drops
+        return chain, played.carried
 
     chain, carried = asyncio.run(main())
     assert len(carried) == sent
@@ -180,12 +164,8 @@ def test_a_reader_stall_loses_no_frame(tmp_path, ifaces, broker):
             return add(timestamp, key, data)
 
         chain.gw.sampler.add = stall_once
-        with witness(ifaces.rx, ifaces.tx, tmp_path / "witness.log") as w:
-            await chain.start()
-            await asyncio.to_thread(play, tmp_path / "flood.log", ifaces.tx)
-        got = w.frames()
-        await chain.stop(expect_frames=len(got))
-        return chain, got
+        played = await chain.play(tmp_path / "flood.log", ifaces.rx, ifaces.tx, tmp_path / "witness.log")
+        return chain, played.carried
 
     chain, carried = asyncio.run(main())
     assert len(carried) == sent
@@ -226,12 +206,8 @@ def test_extended_ids(tmp_path, ifaces, broker):
 
     async def main():
         chain = Chain(tmp_path / "w", broker, ifaces.rx, path)
-        with witness(ifaces.rx, ifaces.tx, tmp_path / "witness.log") as w:
-            await chain.start()
-            await asyncio.to_thread(play, tmp_path / "ext.log", ifaces.tx)
-        got = w.frames()
-        await chain.stop(expect_frames=len(got))
-        return chain, got
+        played = await chain.play(tmp_path / "ext.log", ifaces.rx, ifaces.tx, tmp_path / "witness.log")
+        return chain, played.carried
 
     chain, carried = asyncio.run(main())
     assert len(carried) == len(frames) == chain.gw.source.stats.frames
@@ -285,12 +261,8 @@ def _run_fd(tmp_path, ifaces, broker, path, gateway_kw):
 
     async def main():
         chain = Chain(tmp_path / "w", broker, ifaces.fd_rx, path, gateway_kw)
-        with witness(ifaces.fd_rx, ifaces.fd_tx, tmp_path / "witness.log") as w:
-            await chain.start()
-            await asyncio.to_thread(play, tmp_path / "fd.log", ifaces.fd_tx)
-        got = w.frames()
-        await chain.stop(expect_frames=len(got))
-        return chain, got
+        played = await chain.play(tmp_path / "fd.log", ifaces.fd_rx, ifaces.fd_tx, tmp_path / "witness.log")
+        return chain, played.carried
 
     chain, carried = asyncio.run(main())
     assert len(carried) == len(frames)
@@ -341,13 +313,10 @@ def test_error_frames_are_counted_not_decoded(tmp_path, ifaces, broker):
 
     async def main():
         chain = Chain(tmp_path / "w", broker, ifaces.rx, REF)
-        with witness(ifaces.rx, ifaces.tx, tmp_path / "witness.log") as w:
-            await chain.start()
-            await asyncio.to_thread(play, tmp_path / "err.log", ifaces.tx)
-        got = w.frames()
-        await chain.stop(expect_frames=40)
+        played = await chain.play(tmp_path / "err.log", ifaces.rx, ifaces.tx, tmp_path / "witness.log",
+                                  expect=lambda carried: 40)
         await until(lambda: chain.gw.source.stats.error_frames >= 10, 5)
-        return chain, got
+        return chain, played.carried
 
     chain, carried = asyncio.run(main())
     assert not any(m.is_error_frame for m in carried)  # candump -L does not show them (no -e with -L)
