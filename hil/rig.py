@@ -216,12 +216,3 @@ def witness(ifname: str, tx: str, out: Path) -> Iterator[Witness]:
         yield w
     finally:
         w.stop()
-
-
-def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
