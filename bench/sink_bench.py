@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=("vehicle", "bucket"), default="vehicle")
     p.add_argument("--buckets", type=int, default=4, help="bucket layout: vehicle buckets per model and day")
     p.add_argument("--compression", default="snappy", help="Parquet codec of live files (snappy, zstd, lz4, none)")
-    p.add_argument("--chunk", type=int, default=200, help="packets decoded and tabled at once while writing")
+    p.add_argument("--chunk", type=int, default=64, help="packets decoded and tabled at once while writing")
+    p.add_argument("--row-group-rows", type=int, default=32768, help="rows per Parquet row group")
     p.add_argument("--baseline-packets", type=int, default=300)
     p.add_argument("--seed", type=int, default=11)
 
@@ -68,6 +69,7 @@ def _pipeline(args: argparse.Namespace, schema: Any, blobs: list[tuple[str, byte
     sink = Sink(SinkConfig(broker=BrokerUrl("127.0.0.1", 1), lake_root=root / "lake", state_path=root / "s.sqlite",
                            quarantine_dir=root / "q", vehicle_secret=b"bench-secret", layout=args.layout,
                            buckets=args.buckets, chunk_packets=args.chunk, decoded_cache=cache,
+                           row_group_rows=args.row_group_rows,
                            compression=args.compression, max_batch_packets=args.batch))
     sink.ingest([Incoming(f"dcm/schemas/{schema.fingerprint.hex()}", schema.to_json(), 0, 1, True)])
     t_wall, t_cpu = time.perf_counter(), time.process_time()

@@ -62,7 +62,8 @@ class SinkConfig:
     roll_bytes: int = 128 << 20
     roll_interval_s: float = 900.0
     max_batch_packets: int = 20_000  # a batch never holds more packets (bounds its staged bytes in RAM)
-    chunk_packets: int = 200  # decoded at once while writing (bounds decoded memory)
+    chunk_packets: int = 64  # decoded at once while writing (small: the decode stays in the CPU cache)
+    row_group_rows: int = 32768  # rows per Parquet row group (bounds the rows held before a write)
     decoded_cache: int = 1000  # packets decoded at intake kept for the writer
     intake_batch: int = 500
     queue_size: int = 1000
@@ -82,6 +83,7 @@ class SinkConfig:
             (self.roll_interval_s > 0, "roll_interval_s", "must be positive"),
             (self.max_batch_packets > 0, "max_batch_packets", "must be positive"),
             (self.chunk_packets > 0, "chunk_packets", "must be positive"),
+            (self.row_group_rows > 0, "row_group_rows", "must be positive"),
             (self.decoded_cache >= 0, "decoded_cache", "must be >= 0"),
             (self.dedupe_days > 0, "dedupe_days", "must be positive"),
             (self.intake_batch > 0 and self.queue_size > 0, "intake_batch", "must be positive"),
@@ -115,7 +117,7 @@ _KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "lake.root": ("lake_root", str), "lake.layout": ("layout", str), "lake.buckets": ("buckets", int),
     "lake.roll_mib": ("roll_mib", (int, float)), "lake.roll_interval_s": ("roll_interval_s", (int, float)),
     "lake.compression": ("compression", str), "lake.compact_compression": ("compact_compression", str), "lake.max_batch_packets": ("max_batch_packets", int),
-    "lake.chunk_packets": ("chunk_packets", int),
+    "lake.chunk_packets": ("chunk_packets", int), "lake.row_group_rows": ("row_group_rows", int),
 }
 _PATHS = {"secret_file", "state_path", "quarantine_dir", "ca_file"}
 

@@ -73,7 +73,8 @@ class Sink:
         self._masks: dict[str, str] = {}
         self.writer = LakeWriter(self.lake, self.staging, self.quarantine, worker_id=config.worker,
                                  schemas=self.schemas, mask=self.mask, cache=self.cache,
-                                 chunk_packets=config.chunk_packets)
+                                 chunk_packets=config.chunk_packets,
+                                 row_group_rows=config.row_group_rows)
         self._stop = asyncio.Event()
         self._flush_now = asyncio.Event()
         self.http_port: int | None = None

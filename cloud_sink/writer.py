@@ -2,9 +2,9 @@
 
 A batch's packets arrive from staging in lake order, so the packets of one
 output file (model, day, vehicle or bucket, fingerprint) are consecutive:
-only one file is open at a time and it is fed in chunks of at most
-``chunk_packets`` decoded packets (one row group each), which bounds memory
-however large the batch. Decoded packets come from a bounded cache filled at
+only one file is open at a time. Packets are decoded in chunks of
+``chunk_packets`` and their tables held until a row group of about
+``row_group_rows`` rows is full, which bounds memory however large the batch. Decoded packets come from a bounded cache filled at
 intake (validated, columns still encoded; evictions counted) or are inspected again
 from the staged bytes, and are decoded straight into the chunk's column layout.
 """
@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
+import pyarrow as pa
 
 from minute_packet import PacketDecodeError, Schema
 from minute_packet.codec import PacketInfo, inspect
@@ -68,13 +69,14 @@ class LakeWriter:
 
     def __init__(self, lake: Lake, staging: Staging, quarantine: Quarantine, *, worker_id: str,
                  schemas: dict[bytes, Schema], mask: Callable[[str], str], cache: DecodedCache,
-                 chunk_packets: int = 500) -> None:
+                 chunk_packets: int = 64, row_group_rows: int = 32768) -> None:
         self.lake, self.staging, self.quarantine = lake, staging, quarantine
         self.worker_id = safe_value(worker_id)
         self.schemas = schemas
         self.mask = mask
         self.cache = cache
         self.chunk_packets = chunk_packets
+        self.row_group_rows = row_group_rows
         self._builders: dict[bytes, TableBuilder] = {}
 
     def builder(self, fingerprint: bytes) -> TableBuilder:
@@ -117,15 +119,26 @@ class LakeWriter:
         return packet
 
     def _write_run(self, batch: int, redo: bool, run: list[StagedPacket], result: BatchResult, bad: list) -> None:
-        """Packets of one (model, day, fingerprint), ordered by partition: one table per chunk,
-        sliced into the partitions' files (one file open at a time)."""
+        """Packets of one (model, day, fingerprint), ordered by partition: decoded and tabled in
+        chunks of ``chunk_packets`` (small, so the decode stays in the CPU cache), sliced by
+        partition and written as row groups of about ``row_group_rows`` rows (large, so the
+        Parquet writer's per-column cost is spread over many rows). One file is open at a time."""
         model, day, fp = run[0].model, run[0].start_time // DAY, run[0].fingerprint
         name = f"part-{self.worker_id}-{batch:09d}-{fp.hex()}.parquet"
         builder = self.builder(fp)
         vehicle_column = self.lake.layout == "bucket"
         current: tuple[str, LakeFile | None] | None = None  # (partition key, open file or None = skip)
+        pending: list[pa.Table] = []  # slices of the current partition not written yet
+        pending_rows = 0
 
-        def switch(part: str, schema) -> None:
+        def write_pending() -> None:
+            nonlocal pending_rows
+            if pending and current is not None and current[1] is not None:
+                current[1].write(pending[0] if len(pending) == 1 else pa.concat_tables(pending))
+            pending.clear()
+            pending_rows = 0
+
+        def switch(part: str, schema: pa.Schema) -> None:
             nonlocal current
             finish()
             partition = self.lake.partition(model, day, part)
@@ -137,6 +150,7 @@ class LakeWriter:
 
         def finish() -> None:
             nonlocal current
+            write_pending()
             if current is not None and current[1] is not None:
                 current[1].close()
                 result.files.append(current[1].rel)
@@ -161,10 +175,12 @@ class LakeWriter:
                         b += 1
                     if current is None or current[0] != parts[a]:
                         switch(parts[a], built.table.schema)
-                    assert current is not None
                     first_row = int(built.row_ends[a - 1]) if a else 0
-                    if current[1] is not None:
-                        current[1].write(built.table.slice(first_row, int(built.row_ends[b - 1]) - first_row))
+                    piece = built.table.slice(first_row, int(built.row_ends[b - 1]) - first_row)
+                    pending.append(piece)
+                    pending_rows += piece.num_rows
+                    if pending_rows >= self.row_group_rows:
+                        write_pending()
                     a = b
                 result.packets += len(packets)
                 result.rows += built.table.num_rows

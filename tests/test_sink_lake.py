@@ -107,6 +107,33 @@ def test_bucket_layout_answers_the_same_query(tmp_path, schemas):
     sink.staging.close()
 
 
+def test_row_groups_gather_many_decode_chunks_and_end_at_partitions(tmp_path, schemas):
+    """Packets are decoded 3 at a time but written in row groups of at least 100 rows (5 packets
+    of 20); a row group never spans two files, and every row is stored once, in time order."""
+    import pyarrow.parquet as pq
+
+    schema = schemas[0]
+    sink = _sink(tmp_path, layout="bucket", buckets=2, chunk_packets=3, row_group_rows=100)
+    boot = uuid.uuid4().bytes
+    _feed(sink, [schema], [_packet(schema, f"CAR{v}", s, boot) for v in range(5) for s in range(7)])
+    assert sink.flush() == 35
+    files = sorted((tmp_path / "lake").rglob("*.parquet"))
+    assert 1 <= len(files) <= 2
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        assert all(n >= 100 for n in sizes[:-1]) and sum(sizes) == meta.num_rows
+        assert all(n % 20 == 0 for n in sizes)  # chunks are cut at packet boundaries only
+        table = pq.read_table(f, columns=["vehicle", "ts"]).to_pydict()
+        for vehicle in set(table["vehicle"]):
+            times = [t for v, t in zip(table["vehicle"], table["ts"]) if v == vehicle]
+            assert times == sorted(times) and len(times) == 7 * 20
+    rows = _sql(f"SELECT vehicle, seq, count(*) FROM read_parquet('{tmp_path}/lake/**/*.parquet',"
+                f" hive_partitioning = true) GROUP BY ALL ORDER BY ALL")
+    assert rows == sorted((mask_vehicle(SECRET, f"CAR{v}"), s, 20) for v in range(5) for s in range(7))
+    sink.staging.close()
+
+
 def _lake_counts(tmp_path):
     return _sql(f"SELECT vehicle, seq, count(*), count(DISTINCT ts) FROM read_parquet("
                 f"'{tmp_path}/lake/**/*.parquet', hive_partitioning = true, union_by_name = true)"
