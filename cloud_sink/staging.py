@@ -9,6 +9,11 @@ and batch number (so redoing a batch after a crash overwrites, never
 duplicates), and the batch is marked done. A staged packet whose schema is
 not known yet simply waits here ("parked") until the schema arrives.
 
+Keys live in ``packets`` (small rows, kept for dedupe after the packet is
+in the lake); the bytes of pending packets live in ``payloads`` and are
+deleted when their batch is done, so assigning and finishing a batch never
+rewrites packet bytes.
+
 The same database holds the learned schemas, schema-change events and the
 latest-state table (one row per masked vehicle, its signals' last values as JSON).
 """
@@ -27,13 +32,16 @@ from .table import merge_latest
 T = TypeVar("T")
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS packets (  -- a rowid table: payloads are appended, not spliced into key order
+CREATE TABLE IF NOT EXISTS packets (  -- small rows: assigning a batch does not rewrite payloads
     id INTEGER PRIMARY KEY, vehicle TEXT NOT NULL, boot BLOB NOT NULL, seq INTEGER NOT NULL,
     fingerprint BLOB NOT NULL, model TEXT NOT NULL, part TEXT NOT NULL, start_time INTEGER NOT NULL,
-    rows INTEGER NOT NULL, size INTEGER NOT NULL, payload BLOB, batch INTEGER, received REAL NOT NULL,
-    UNIQUE (vehicle, boot, seq)
+    rows INTEGER NOT NULL, size INTEGER NOT NULL, pending INTEGER NOT NULL, batch INTEGER,
+    received REAL NOT NULL, UNIQUE (vehicle, boot, seq)
 );
-CREATE INDEX IF NOT EXISTS packets_pending ON packets (batch) WHERE payload IS NOT NULL;
+CREATE INDEX IF NOT EXISTS packets_pending ON packets (batch) WHERE pending = 1;
+CREATE TABLE IF NOT EXISTS payloads (  -- the bytes of pending packets (id = packets.id), appended
+    id INTEGER PRIMARY KEY, data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, files TEXT);
 CREATE TABLE IF NOT EXISTS schemas (fingerprint BLOB PRIMARY KEY, json BLOB NOT NULL, first_seen REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS schema_use (
@@ -67,6 +75,7 @@ WHERE o.seq > MAX(o.prev, COALESCE(f.floor, -1)) + 1 ORDER BY o.vehicle, o.boot,
 """
 
 NEW, DUPLICATE, STALE = "new", "duplicate", "stale"
+FORMAT = 2  # PRAGMA user_version of the database layout; 1 kept payloads inside ``packets``
 
 
 class StagingError(Exception):
@@ -75,6 +84,10 @@ class StagingError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class StagedPacket:
+    """A packet of a batch, in lake order. Its bytes are read on demand (:meth:`Staging.payloads`):
+    the writer usually still holds the packet it validated at intake."""
+
+    id: int
     vehicle: str
     boot: bytes
     seq: int
@@ -82,7 +95,6 @@ class StagedPacket:
     model: str
     part: str
     start_time: int
-    payload: bytes
 
     @property
     def key(self) -> tuple[str, bytes, int]:
@@ -135,10 +147,20 @@ class Staging:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # 32 KiB pages hold a packet's bytes inside its row (no overflow page chain to write and
+            # free); takes effect when the database is created
+            self._db.execute("PRAGMA page_size=32768")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=10000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0 and self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'packets'").fetchone():
+                version = 1  # written before the layout was versioned
+            if version not in (0, FORMAT):
+                raise StagingError(f"{self.path}: staging layout {version}, this sink uses {FORMAT}; drain it with"
+                                   f" the sink version that wrote it (or remove it if it holds nothing pending)")
             self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version = {FORMAT}")
         except sqlite3.Error as exc:
             raise StagingError(f"{self.path}: {exc}") from exc
 
@@ -179,7 +201,7 @@ class Staging:
                 floors.update(((v, bytes(b)), f) for v, b, f in self._db.execute(
                     f"SELECT vehicle, boot, floor FROM streams WHERE floor >= 0 AND (vehicle, boot) IN"
                     f" (SELECT column1, column2 FROM (VALUES {marks}))", flat))
-            out, rows = [], []
+            out, rows, payloads = [], [], []
             for p in packets:
                 key = (p.vehicle, p.boot, p.seq)
                 if key in seen:
@@ -190,10 +212,16 @@ class Staging:
                     seen.add(key)  # a second copy within the same batch is a duplicate too
                     out.append(NEW)
                     rows.append((p.vehicle, p.boot, p.seq, p.fingerprint, p.model, p.part, p.start_time, p.rows,
-                                 len(p.payload), p.payload, p.received))
-            self._db.executemany(
-                "INSERT INTO packets (vehicle, boot, seq, fingerprint, model, part, start_time, rows,"
-                " size, payload, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                                 len(p.payload), p.received))
+                    payloads.append(p.payload)
+            if rows:
+                first = self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM packets").fetchone()[0]
+                self._db.executemany(
+                    "INSERT INTO packets (id, vehicle, boot, seq, fingerprint, model, part, start_time, rows,"
+                    " size, pending, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+                    [(first + i, *r) for i, r in enumerate(rows)])
+                self._db.executemany("INSERT INTO payloads (id, data) VALUES (?, ?)",
+                                     [(first + i, b) for i, b in enumerate(payloads)])
             self._db.executemany(  # per (vehicle, boot): highest seq and count, for the gap metric
                 "INSERT INTO streams (vehicle, boot, top, n) VALUES (?, ?, ?, 1) ON CONFLICT (vehicle, boot)"
                 " DO UPDATE SET top = max(top, excluded.top), n = n + 1", [r[:3] for r in rows])
@@ -210,10 +238,10 @@ class Staging:
         def run() -> int:
             self._db.execute(
                 "UPDATE streams SET floor = max(floor, (SELECT MAX(seq) FROM packets p WHERE p.vehicle ="
-                " streams.vehicle AND p.boot = streams.boot AND p.payload IS NULL AND p.received < ?))"
+                " streams.vehicle AND p.boot = streams.boot AND p.pending = 0 AND p.received < ?))"
                 " WHERE EXISTS (SELECT 1 FROM packets p WHERE p.vehicle = streams.vehicle AND p.boot ="
-                " streams.boot AND p.payload IS NULL AND p.received < ?)", (before, before))
-            return self._db.execute("DELETE FROM packets WHERE payload IS NULL AND received < ?", (before,)).rowcount
+                " streams.boot AND p.pending = 0 AND p.received < ?)", (before, before))
+            return self._db.execute("DELETE FROM packets WHERE pending = 0 AND received < ?", (before,)).rowcount
 
         return self._tx(run)
 
@@ -224,7 +252,7 @@ class Staging:
         marks = ",".join("?" * len(known))
         n, size, oldest = self._read(
             f"SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(received) FROM packets"
-            f" WHERE payload IS NOT NULL AND batch IS NULL AND fingerprint IN ({marks})", known)[0]
+            f" WHERE pending = 1 AND batch IS NULL AND fingerprint IN ({marks})", known)[0]
         return Backlog(int(n), int(size), oldest)
 
     def unfinished_batch(self) -> bool:
@@ -249,7 +277,7 @@ class Staging:
                 marks = ",".join("?" * len(known))
                 batch = self._db.execute("INSERT INTO batches (done) VALUES (0)").lastrowid
                 assigned = self._db.execute(
-                    f"UPDATE packets SET batch = ? WHERE id IN (SELECT id FROM packets WHERE payload IS NOT NULL"
+                    f"UPDATE packets SET batch = ? WHERE id IN (SELECT id FROM packets WHERE pending = 1"
                     f" AND batch IS NULL AND fingerprint IN ({marks}) ORDER BY id LIMIT ?)",
                     (batch, *known, limit)).rowcount
                 if not assigned:
@@ -258,14 +286,23 @@ class Staging:
             else:
                 batch = row[0]
             rows = self._db.execute(
-                "SELECT vehicle, boot, seq, fingerprint, model, part, start_time, payload FROM packets"
-                " WHERE batch = ? AND payload IS NOT NULL"
+                "SELECT id, vehicle, boot, seq, fingerprint, model, part, start_time FROM packets"
+                " WHERE batch = ? AND pending = 1"
                 " ORDER BY model, start_time / 86400, fingerprint, part, vehicle, start_time, boot, seq", (batch,)
             ).fetchall()
-            return batch, redo, [StagedPacket(v, bytes(b), s, bytes(f), m, pt, t, bytes(p))
-                                 for v, b, s, f, m, pt, t, p in rows]
+            return batch, redo, [StagedPacket(i, v, bytes(b), s, bytes(f), m, pt, t)
+                                 for i, v, b, s, f, m, pt, t in rows]
 
         return self._tx(run)
+
+    def payloads(self, ids: Sequence[int]) -> dict[int, bytes]:
+        """The staged bytes of pending packets, by packet id."""
+        out: dict[int, bytes] = {}
+        for k in range(0, len(ids), 500):
+            part = ids[k:k + 500]
+            out.update((i, bytes(d)) for i, d in self._read(
+                f"SELECT id, data FROM payloads WHERE id IN ({','.join('?' * len(part))})", part))
+        return out
 
     def finish_batch(self, batch: int, files: Sequence[str],
                      latest: Mapping[str, Mapping[str, tuple[int, float]]]) -> None:
@@ -274,8 +311,10 @@ class Staging:
 
         def run() -> None:
             self._db.execute("UPDATE batches SET done = 1, files = ? WHERE id = ?", ("\n".join(files), batch))
-            self._db.execute(  # "payload IS NOT NULL" lets SQLite use packets_pending instead of a table scan
-                "UPDATE packets SET payload = NULL WHERE batch = ? AND payload IS NOT NULL", (batch,))
+            # "pending = 1" lets SQLite use packets_pending instead of a table scan
+            self._db.execute("DELETE FROM payloads WHERE id IN (SELECT id FROM packets WHERE batch = ? AND pending = 1)",
+                             (batch,))
+            self._db.execute("UPDATE packets SET pending = 0 WHERE batch = ? AND pending = 1", (batch,))
             vehicles = list(latest)
             old: dict[str, dict[str, tuple[int, float]]] = {}
             for k in range(0, len(vehicles), 500):
@@ -293,8 +332,13 @@ class Staging:
 
     def drop(self, keys: Iterable[tuple[str, bytes, int]]) -> None:
         """Forget the payloads of packets rejected at write time (their keys stay for dedupe)."""
-        self._tx(lambda: self._db.executemany(
-            "UPDATE packets SET payload = NULL WHERE vehicle = ? AND boot = ? AND seq = ?", list(keys)))
+        def run() -> None:
+            ids = [(i,) for key in keys for (i,) in self._db.execute(
+                "SELECT id FROM packets WHERE vehicle = ? AND boot = ? AND seq = ?", key)]
+            self._db.executemany("DELETE FROM payloads WHERE id = ?", ids)
+            self._db.executemany("UPDATE packets SET pending = 0 WHERE id = ?", ids)
+
+        self._tx(run)
 
     # -- schemas --------------------------------------------------------------------------------
 
@@ -341,7 +385,7 @@ class Staging:
 
     def pending(self) -> int:
         """Packets staged but not yet in the lake (including parked ones)."""
-        return self.count("payload IS NOT NULL")
+        return self.count("pending = 1")
 
     def gaps(self) -> list[Gap]:
         """Per (vehicle, boot), the seq ranges never received (below the highest seq seen).

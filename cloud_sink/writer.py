@@ -102,21 +102,32 @@ class LakeWriter:
         result.rejected = len(bad)
         return result
 
-    def _decoded(self, sp: StagedPacket, schema: Schema, bad: list) -> PacketInfo | None:
-        packet = self.cache.pop(sp.key)
-        if packet is None:
-            try:
-                packet = inspect(sp.payload)
-            except PacketDecodeError as exc:  # intake checked it: only a corrupted staging row gets here
-                self.quarantine.put(exc.reason, f"staging/{sp.vehicle}", sp.payload, exc.detail)
+    def _decoded(self, staged: list[StagedPacket], schema: Schema,
+                 bad: list) -> list[tuple[StagedPacket, PacketInfo]]:
+        """The validated packets of a chunk: from the intake cache, else inspected again from
+        their staged bytes. Packets that fail (a corrupted staging row, or a parked packet whose
+        schema turned out different) are quarantined and listed in ``bad``."""
+        cached = [self.cache.pop(sp.key) for sp in staged]
+        missing = [sp.id for sp, p in zip(staged, cached) if p is None]
+        payloads = self.staging.payloads(missing) if missing else {}
+        out = []
+        for sp, packet in zip(staged, cached):
+            if packet is None:
+                try:
+                    packet = inspect(payloads[sp.id])
+                except PacketDecodeError as exc:  # intake checked it: only a corrupted staging row gets here
+                    self.quarantine.put(exc.reason, f"staging/{sp.vehicle}", payloads[sp.id], exc.detail)
+                    bad.append(sp.key)
+                    continue
+            if packet.columns != len(schema.columns):
+                payload = payloads.get(sp.id) or self.staging.payloads([sp.id])[sp.id]
+                self.quarantine.put("schema_mismatch", f"staging/{sp.vehicle}", payload,
+                                    f"{packet.columns} columns, schema {sp.fingerprint.hex()} has"
+                                    f" {len(schema.columns)}")
                 bad.append(sp.key)
-                return None
-        if packet.columns != len(schema.columns):  # a parked packet whose schema turned out different
-            self.quarantine.put("schema_mismatch", f"staging/{sp.vehicle}", sp.payload,
-                                f"{packet.columns} columns, schema {sp.fingerprint.hex()} has {len(schema.columns)}")
-            bad.append(sp.key)
-            return None
-        return packet
+                continue
+            out.append((sp, packet))
+        return out
 
     def _write_run(self, batch: int, redo: bool, run: list[StagedPacket], result: BatchResult, bad: list) -> None:
         """Packets of one (model, day, fingerprint), ordered by partition: decoded and tabled in
@@ -159,12 +170,10 @@ class LakeWriter:
         try:
             for k in range(0, len(run), self.chunk_packets):
                 packets, masked, parts = [], [], []
-                for sp in run[k:k + self.chunk_packets]:
-                    p = self._decoded(sp, builder.schema, bad)
-                    if p is not None:
-                        packets.append(p)
-                        masked.append(self.mask(sp.vehicle))
-                        parts.append(sp.part)
+                for sp, p in self._decoded(run[k:k + self.chunk_packets], builder.schema, bad):
+                    packets.append(p)
+                    masked.append(self.mask(sp.vehicle))
+                    parts.append(sp.part)
                 if not packets:
                     continue
                 built = builder.build(packets, masked, vehicle_column=vehicle_column)
