@@ -80,8 +80,11 @@ def _serve(config) -> int:
     from cloud_sink.service import Sink
     from dcm.service_runner import run_until_signal
 
+    from dcm.allocator import keep_freed_memory
+
     if config.vehicle_secret == DEMO_SECRET:
         log.warning("no secret_file: masking vehicle ids with the public demo key")
+    keep_freed_memory()  # the lake writer reuses its chunk arrays instead of faulting in fresh pages
     run_until_signal(Sink(config))
     return 0
 

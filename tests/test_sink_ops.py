@@ -180,3 +180,31 @@ def test_compact_cli(tmp_path, schema, capsys):
     (merged,) = (tmp_path / "lake").rglob("*.parquet")
     assert merged.name.startswith("compact-")  # live files are snappy, merged ones zstd
     assert pq.ParquetFile(merged).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_freed_chunk_memory_is_reused_without_page_faults():
+    """A writer chunk's pattern: several arrays of a few MiB held, then all freed. With glibc's
+    defaults the freed heap top is trimmed and the next chunk faults its pages in again (about
+    4,000 faults here); after ``keep_freed_memory`` the next chunk reuses them."""
+    import subprocess
+    import sys
+
+    script = ("import resource, sys, numpy as np\n"
+              "from dcm.allocator import keep_freed_memory\n"
+              "tuned = sys.argv[1] == '1' and keep_freed_memory()\n"
+              "def chunk():\n"
+              "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+              "    held = [np.ones(6 << 20, dtype=np.uint8) for _ in range(8)]\n"
+              "    del held\n"
+              "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
+              "chunk(); chunk()\n"
+              "print(int(tuned), chunk())\n")
+    runs = {}
+    for tune in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", script, tune], capture_output=True, text=True, check=True)
+        tuned, faults = map(int, out.stdout.split())
+        runs[tune] = (tuned, faults)
+    if not runs["1"][0]:
+        pytest.skip(f"no glibc mallopt on {sys.platform}")
+    assert runs["0"][1] > 2000  # 8 x 6 MiB = 12,288 pages, mostly faulted in again by default
+    assert runs["1"][1] < 200
