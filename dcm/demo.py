@@ -11,21 +11,18 @@ import asyncio
 import dataclasses
 import logging
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import can
-
 import dbc as dbc_files
 from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink, SinkConfig
-from gateway.service import Gateway, GatewayConfig
+from gateway.service import GatewayConfig
 from minute_packet import schema_from_dbc
-from simulator.bus_writer import send_frames
 from simulator.can_vehicle import CanVehicle
+from simulator.car_rig import CarRig
 
 from .broker import BrokerUrl, private_mosquitto
 from .groundtruth import FrameRecorder, compare, read_lake_vehicle
@@ -80,34 +77,28 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
     say(f"broker {broker}; {settings.vehicles} vehicles × {settings.duration_s} s from {Path(settings.dbc_path).name}")
 
     vehicles = [f"DEMO{settings.seed:04d}V{i:05d}" for i in range(settings.vehicles)]
-    gateways, recorders, buses, threads = [], [], [], []
+    rigs, recorders = [], []
     for i, vid in enumerate(vehicles):
-        channel = f"{prefix}-{i}"
-        gw_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
-        sim_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
-        gw = Gateway(GatewayConfig(vehicle_id=vid, broker=broker, outbox_path=work / "gateway" / f"{vid}.sqlite",
-                                   dbc_path=settings.dbc_path, interface="virtual", channel=channel,
-                                   topic_prefix=prefix, idle_flush_s=1.0), bus=gw_bus)
         rec = FrameRecorder(db)
         vehicle = CanVehicle(db, seed=settings.seed * 1000 + i, start_time=float(start))
-        gateways.append(gw)
         recorders.append(rec)
-        buses += [gw_bus, sim_bus]
-        threads.append(threading.Thread(
-            target=send_frames, args=(sim_bus, vehicle.frames(settings.duration_s)),
-            kwargs={"on_frame": rec.add}, name=f"sim-{i}", daemon=True))
-    gw_tasks = [asyncio.create_task(gw.run(), name=f"gateway-{i}") for i, gw in enumerate(gateways)]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
+        rigs.append(CarRig(
+            GatewayConfig(vehicle_id=vid, broker=broker, outbox_path=work / "gateway" / f"{vid}.sqlite",
+                          dbc_path=settings.dbc_path, interface="virtual", channel=f"{prefix}-{i}",
+                          topic_prefix=prefix, idle_flush_s=1.0),
+            vehicle.frames(settings.duration_s), on_frame=rec.add))
+    gateways = [r.gateway for r in rigs]
+    for rig in rigs:
+        rig.start()
+    while any(r.sending for r in rigs):
         await asyncio.sleep(0.5)
         sent = sum(r.frames for r in recorders)
         say(f"simulating: {sent:,} frames sent, {sum(g.source.stats.frames for g in gateways):,} read")
-    for gw in gateways:
-        gw.stop()
-    await asyncio.gather(*gw_tasks)
-    for b in buses:
-        b.shutdown()
+    errors = [e for e in await asyncio.gather(*(r.close() for r in rigs)) if e is not None]
+    if errors:
+        sink.stop()
+        await sink_task
+        raise DemoError(f"a gateway failed: {errors[0]}")
     published = sum(g.publisher.stats.published for g in gateways)
     say(f"gateways done: {published} packets published; waiting for the sink")
     deadline = time.monotonic() + 60

@@ -26,8 +26,8 @@ import can
 import dbc as dbc_files
 from dcm.broker import BrokerUrl
 
-from .bus_writer import send_frames
 from .can_vehicle import CanVehicle
+from .car_rig import CarRig
 from .fleet_spec import PROFILES, FleetSpec, plan_fleet
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class CanFleetConfig:
 async def run_can_fleet(config: CanFleetConfig, stop: threading.Event,
                         progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run the CAN-mode fleet until its duration has been sent (or ``stop``); returns the summary."""
-    from gateway.service import Gateway, GatewayConfig
+    from gateway.service import GatewayConfig
 
     spec = config.spec
     plans = plan_fleet(spec)
@@ -55,36 +55,27 @@ async def run_can_fleet(config: CanFleetConfig, stop: threading.Event,
     work = Path(config.workdir or tmp.name)
     prefix = config.channel_prefix or (f"fleet-{uuid.uuid4().hex[:8]}-" if config.interface == "virtual" else "vcan")
     models = {m.name: m for m in spec.models}
-    gateways, buses, threads, sent = [], [], [], [0] * len(plans)
+    rigs, sent = [], [0] * len(plans)
     t0 = time.monotonic()
     for i, plan in enumerate(plans):
-        channel = f"{prefix}{i}"
         model = models[plan.model]
-        # on virtual buses the *sender's* bus decides whether frames keep the simulator's timestamps
-        extra = {"preserve_timestamps": True} if config.interface == "virtual" else {}
-        gw_bus = can.Bus(interface=config.interface, channel=channel, **extra)
-        sim_bus = can.Bus(interface=config.interface, channel=channel, **extra)
-        gw = Gateway(GatewayConfig(vehicle_id=plan.vehicle_id, broker=config.broker, model=plan.model,
-                                   outbox_path=work / f"{plan.vehicle_id}.sqlite", dbc_path=model.dbc_path,
-                                   interface=config.interface, channel=channel, topic_prefix=config.topic_prefix,
-                                   idle_flush_s=1.0), bus=gw_bus)
         vehicle = CanVehicle(dbc_files.load(model.dbc_path), seed=plan.seed, start_time=float(spec.start_time),
                              profile=PROFILES[plan.profile].can_profile)
 
         def count(_frame: can.Message, i: int = i) -> None:
             sent[i] += 1
 
-        threads.append(threading.Thread(
-            target=send_frames, args=(sim_bus, vehicle.frames(spec.end_time - spec.start_time)),
-            kwargs={"realtime": config.realtime, "stop": stop, "on_frame": count}, name=f"can-sim-{i}",
-            daemon=True))
-        gateways.append(gw)
-        buses += [gw_bus, sim_bus]
-    tasks = [asyncio.create_task(gw.run(), name=f"gateway-{i}") for i, gw in enumerate(gateways)]
-    for t in threads:
-        t.start()
+        rigs.append(CarRig(
+            GatewayConfig(vehicle_id=plan.vehicle_id, broker=config.broker, model=plan.model,
+                          outbox_path=work / f"{plan.vehicle_id}.sqlite", dbc_path=model.dbc_path,
+                          interface=config.interface, channel=f"{prefix}{i}", topic_prefix=config.topic_prefix,
+                          idle_flush_s=1.0),
+            vehicle.frames(spec.end_time - spec.start_time), realtime=config.realtime, stop=stop, on_frame=count))
+    gateways = [r.gateway for r in rigs]
+    for rig in rigs:
+        rig.start()
     try:
-        while any(t.is_alive() for t in threads):
+        while any(r.sending for r in rigs):
             await asyncio.sleep(1.0)
             if progress is not None:
                 progress(_summary(plans, gateways, sent, t0, spec, config.realtime))
@@ -98,13 +89,9 @@ async def run_can_fleet(config: CanFleetConfig, stop: threading.Event,
                 g.publisher.stats.published < g.stats.packets_made for g in gateways):
             await asyncio.sleep(0.2)
     finally:
-        for t in threads:
-            t.join(timeout=5)
-        for gw in gateways:
-            gw.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for b in buses:
-            b.shutdown()
+        for error in await asyncio.gather(*(r.close() for r in rigs)):
+            if error is not None:
+                log.error("a gateway failed: %s", error)
         tmp.cleanup()
     summary = _summary(plans, gateways, sent, t0, spec, config.realtime)
     summary.update({"mode": "can", "complete": not stop.is_set(), "broker": str(config.broker),
