@@ -73,11 +73,13 @@ class TableBuilder:
         self.names = [c.name for c in schema.columns]
         self._names_arrow = pa.array(self.names, type=pa.string())
         self._names_object = np.array(self.names, dtype=object)
-        keys: dict[tuple[str, bool], list[int]] = {}
+        # columns sharing a conversion: raw kind, integer-valued, and whether a scale or offset
+        # applies at all (most integer signals have neither, so their values are used as decoded)
+        keys: dict[tuple[str, bool, bool, bool], list[int]] = {}
         for i, col in enumerate(schema.columns):
-            keys.setdefault((col.kind, col.integer_valued), []).append(i)
+            keys.setdefault((col.kind, col.integer_valued, col.scale != 1, col.offset != 0), []).append(i)
         self.groups: list[_Group] = []
-        for (kind, integer), idx in keys.items():
+        for (kind, integer, _, _), idx in keys.items():
             cols = [schema.columns[i] for i in idx]
             unset = [c.minimum is not None and c.maximum is not None and c.minimum == c.maximum == 0 for c in cols]
             self.groups.append(_Group(
@@ -176,7 +178,7 @@ class TableBuilder:
         if not all_kept:
             packet_of_row = packet_of_row[keep]
         row_ends = np.searchsorted(packet_of_row, np.arange(len(packets)), side="right")
-        arrays: dict[str, pa.Array] = {"ts": pa.array(ts, type=TS_TYPE)}
+        arrays: dict[str, pa.Array] = {"ts": pa.Array.from_buffers(TS_TYPE, m, [None, pa.py_buffer(ts)])}
         if vehicle_column:
             arrays["vehicle"] = _dictionary(list(masked), packet_of_row)
         arrays["boot_id"] = _dictionary([p.boot_id.hex() for p in packets], packet_of_row)
