@@ -15,6 +15,7 @@ from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink, SinkConfig
 from dcm.broker import BrokerUrl
 from dcm.groundtruth import FrameRecorder, compare, read_lake_vehicle
+from dcm.testing import until_async
 from gateway.decoder import frame_key
 from gateway.service import Gateway, GatewayConfig
 
@@ -37,15 +38,6 @@ async def settled(count: Callable[[], int], target: int, *, quiet_s: float = 3.0
             return now
         await asyncio.sleep(0.05)
     return count()
-
-
-async def until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return bool(predicate())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +126,7 @@ class Chain:
         if not await asyncio.to_thread(self.sink.intake.connected.wait, 30):
             raise RuntimeError(f"sink could not connect to {self.broker}")
         self._tasks.append(asyncio.create_task(self.gw.run(), name="gateway"))
-        if not await until(lambda: self.gw.source.bus is not None, 30):
+        if not await until_async(lambda: self.gw.source.bus is not None, 30):
             raise RuntimeError(f"gateway did not open {self.channel}")
 
     async def stop(self, *, expect_frames: int | None = None, timeout: float = 60) -> None:
@@ -146,7 +138,7 @@ class Chain:
         self.gw.stop()
         await asyncio.wait_for(gw_task, timeout)
         published = self.gw.publisher.stats.published
-        await until(lambda: self.sink.stats.packets_staged + self.sink.stats.duplicates >= published, timeout)
+        await until_async(lambda: self.sink.stats.packets_staged + self.sink.stats.duplicates >= published, timeout)
         self.sink.stop()
         await asyncio.wait_for(sink_task, timeout)
 

@@ -19,7 +19,8 @@ import pytest
 
 import dbc
 from gateway.decoder import frame_key
-from hil.chain import Chain, until
+from dcm.testing import until_async
+from hil.chain import Chain
 from hil.rig import write_log
 from minute_packet import Collection
 from simulator.can_vehicle import CanVehicle
@@ -315,7 +316,7 @@ def test_error_frames_are_counted_not_decoded(tmp_path, ifaces, broker):
         chain = Chain(tmp_path / "w", broker, ifaces.rx, REF)
         played = await chain.play(tmp_path / "err.log", ifaces.rx, ifaces.tx, tmp_path / "witness.log",
                                   expect=lambda carried: 40)
-        await until(lambda: chain.gw.source.stats.error_frames >= 10, 5)
+        await until_async(lambda: chain.gw.source.stats.error_frames >= 10, 5)
         return chain, played.carried
 
     chain, carried = asyncio.run(main())
@@ -362,14 +363,14 @@ def test_interface_down_and_up_while_running(tmp_path, netadmin, broker):
         th = threading.Thread(target=sender, daemon=True)
         th.start()
         try:
-            await until(lambda: chain.gw.source.stats.frames > 50, 30)
+            await until_async(lambda: chain.gw.source.stats.frames > 50, 30)
             down = time.time()
             await asyncio.to_thread(_ip, ifaces.rx, "down")
             await asyncio.sleep(2.0)
             await asyncio.to_thread(_ip, ifaces.rx, "up")
             up_at.append(time.time())
             frames_at_up = chain.gw.source.stats.frames
-            await until(lambda: chain.gw.source.stats.frames > frames_at_up + 100, 30)
+            await until_async(lambda: chain.gw.source.stats.frames > frames_at_up + 100, 30)
         finally:
             stop.set()
             await asyncio.to_thread(th.join, 10)

@@ -11,6 +11,7 @@ import pytest
 
 from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink, SinkConfig
+from dcm.testing import until_async
 from minute_packet import decode
 from simulator.faults import FaultInjector
 from simulator.fleet_generator import FleetGenerator
@@ -95,12 +96,9 @@ async def _sink_run(config: SinkConfig, run: FleetRun) -> Sink:
     assert await asyncio.to_thread(sink.intake.connected.wait, 10)
     await asyncio.to_thread(run.run)
     expected = run.manifest["expected"]
-    deadline = asyncio.get_running_loop().time() + 30
-    while asyncio.get_running_loop().time() < deadline:
-        received = sink.stats.packets_staged + sink.stats.duplicates + sink.quarantine.total
-        if received >= run.counters["messages"]:
-            break
-        await asyncio.sleep(0.1)
+    messages = run.counters["messages"]
+    await until_async(lambda: sink.stats.packets_staged + sink.stats.duplicates + sink.quarantine.total >= messages,
+                      30, interval=0.1)
     sink.stop()
     await task
     assert sink.stats.packets_staged == expected["packets_expected_stored"]

@@ -10,6 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 import dbc
+from dcm.testing import until_async
 from gateway.outbox import Outbox, OutboxError
 from gateway.service import Gateway, GatewayConfig, GatewayError
 from minute_packet import decode
@@ -80,10 +81,7 @@ def test_gateway_publishes_minute_packets_over_mqtt(tmp_path, broker):
         with can.Bus(interface="virtual", channel=channel, preserve_timestamps=True) as sim:
             for frame in _frames(db, 150):
                 sim.send(frame)
-        for _ in range(600):  # up to 30 s for the reader to catch up
-            if gw.source.stats.frames >= sent:
-                break
-            await asyncio.sleep(0.05)
+        await until_async(lambda: gw.source.stats.frames >= sent, 30)  # the reader catching up
         gw.stop()
         await task
         gw_bus.shutdown()
@@ -144,10 +142,8 @@ def test_idle_bus_sends_the_open_minute_without_waiting_for_the_next(tmp_path, b
         with can.Bus(interface="virtual", channel=channel, preserve_timestamps=True) as sim:
             for frame in _frames(db, 10):
                 sim.send(frame)
-            for _ in range(200):  # the bus falls silent (ignition off); no stop() is called
-                if gw.publisher.stats.published:
-                    break
-                await asyncio.sleep(0.05)
+            # the bus falls silent (ignition off); no stop() is called
+            await until_async(lambda: gw.publisher.stats.published, 10)
         published_while_running = gw.publisher.stats.published
         gw.stop()
         await task

@@ -16,6 +16,7 @@ import pytest
 
 import dbc
 from dcm.broker import free_port, private_mosquitto
+from dcm.testing import until, until_async
 from gateway.config import GatewayConfig
 from gateway.replay import LogReplay
 from gateway.service import Gateway
@@ -72,7 +73,7 @@ def test_broker_outage_loses_nothing_and_backlog_arrives_in_order(tmp_path):
     # broker down: packets keep being made and wait in the outbox
     for f in _speed_frames(db, 2, 5):
         sim.send(f)
-    assert _wait(lambda: gt.gw.stats.packets_made >= 4)
+    assert until(lambda: gt.gw.stats.packets_made >= 4, 30)
     assert gt.gw.outbox.depth >= 2  # made while the broker was down (one more if the idle flush came first)
     with private_mosquitto(port, persistence_dir=persist):
         assert rec.wait_for(lambda ms: len({p.seq for p in _telemetry(ms)}) >= 4, timeout=40)
@@ -99,16 +100,6 @@ def test_broker_outage_loses_nothing_and_backlog_arrives_in_order(tmp_path):
     assert {"depth", "bytes", "budget", "evicted_packets", "evicted_bytes"} <= set(status["outbox"])
     assert {"synchronised", "correction_ms", "steps_forward", "steps_backward"} <= set(status["clock"])
     assert status["frames"] > 0 and status["packets_made"] >= 4
-
-
-def _wait(pred, timeout=30.0):
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize("suffix", [".log", ".asc", ".blf"])
@@ -168,7 +159,7 @@ def test_mutual_tls_with_client_certificates(tmp_path):
             gt = GatewayThread(config, bus=gw_bus)
             for f in _speed_frames(db, 0, 1, hz=2):
                 sim.send(f)
-            assert _wait(lambda: gt.gw.stats.packets_made >= 1 or gt.gw.source.stats.frames >= 120)
+            assert until(lambda: gt.gw.stats.packets_made >= 1 or gt.gw.source.stats.frames >= 120, 30)
             gt.stop()
         assert gt.gw.publisher.stats.published == 1 and gt.gw.outbox.depth == 0
         # the broker really demands a client certificate: without one the handshake fails
@@ -195,12 +186,10 @@ def test_backlog_drains_in_order_while_live_packets_go_first(tmp_path, broker):
 
     async def main() -> None:
         task = asyncio.create_task(pub.run())
-        while pub.stats.backlog_published < 3:
-            await asyncio.sleep(0.02)
+        assert await until_async(lambda: pub.stats.backlog_published >= 3, 30, interval=0.02)
         box.put(f"{prefix}/live", b"live")  # a packet made now
         pub.wake.set()
-        while box.depth:
-            await asyncio.sleep(0.02)
+        assert await until_async(lambda: not box.depth, 30, interval=0.02), box.depth
         task.cancel()
 
     asyncio.run(main())

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import numpy as np
@@ -12,6 +11,7 @@ import pyarrow.dataset as ds
 import dbc
 from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink, SinkConfig
+from dcm.testing import until_async
 from minute_packet import MinutePacket, encode
 
 T0 = 1_767_225_600
@@ -51,9 +51,7 @@ async def _run_sink(config: SinkConfig, until, timeout: float = 20.0) -> Sink:
     task = asyncio.create_task(sink.run())
     await asyncio.to_thread(sink.intake.connected.wait, 10)
     await until(sink)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not until.done(sink):
-        await asyncio.sleep(0.05)
+    await until_async(lambda: until.done(sink), timeout)
     sink.stop()
     await task
     return sink

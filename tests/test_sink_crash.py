@@ -21,6 +21,7 @@ import dbc
 from cloud_sink.lake import mask_vehicle
 from cloud_sink.staging import Staging
 from dcm.broker import free_port
+from dcm.testing import until
 from minute_packet import encode
 
 from test_sink import SECRET, _packet
@@ -50,17 +51,15 @@ def _publisher(broker, items, done: threading.Event) -> None:
 
 
 def _wait_connected(port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def connected() -> bool:
         assert proc.poll() is None, log.read_text()[-2000:]
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                if "dcm_sink_broker_connected 1" in r.read().decode():
-                    return
+                return "dcm_sink_broker_connected 1" in r.read().decode()
         except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the sink did not connect")
+            return False
+
+    assert until(connected, 30, interval=0.1), "the sink did not connect"
 
 
 def _stored(lake: Path) -> list[tuple]:
@@ -102,9 +101,7 @@ def test_kill_9_mid_batch_then_restart_stores_every_packet_exactly_once(tmp_path
     assert done.is_set()
     proc = _start(cfg, log)
     _wait_connected(port, proc, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(_stored(tmp_path / "lake")) < len(sent):
-        time.sleep(0.5)
+    until(lambda: len(_stored(tmp_path / "lake")) >= len(sent), 60, interval=0.5)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0, log.read_text()[-2000:]
     rows = _stored(tmp_path / "lake")

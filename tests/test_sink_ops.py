@@ -20,6 +20,7 @@ from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink
 from dcm.broker import BrokerUrl
 from dcm.cli import main as dcm_main
+from dcm.testing import until_async
 from minute_packet import encode
 
 from test_sink import SECRET, Publish, _config, _packet, _run_sink
@@ -116,10 +117,7 @@ def test_http_metrics_latest_state_and_schema_events(tmp_path, broker, schema):
     class Check(Publish):
         async def __call__(self, sink):
             await super().__call__(sink)
-            for _ in range(200):
-                if sink.stats.packets_stored >= 3:
-                    break
-                await asyncio.sleep(0.05)
+            await until_async(lambda: sink.stats.packets_stored >= 3, 10)
             base = f"http://127.0.0.1:{sink.http_port}"
             seen["metrics"] = await asyncio.to_thread(_get, base + "/metrics")
             seen["latest"] = await asyncio.to_thread(_get, f"{base}/vehicles/{masked}/latest")
@@ -154,10 +152,7 @@ def test_a_failing_lake_is_retried_without_losing_packets(tmp_path, broker, sche
     class Heal(Publish):
         async def __call__(self, sink):
             await super().__call__(sink)
-            for _ in range(200):
-                if sink.stats.write_errors:
-                    break
-                await asyncio.sleep(0.05)
+            await until_async(lambda: sink.stats.write_errors, 10)
             blocker.unlink()
 
     config = _config(tmp_path, broker, prefix, dbc_paths=(dbc.REFERENCE_DBC,))

@@ -20,6 +20,7 @@ import dbc
 from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink
 from cloud_sink.staging import Staging, union_gaps
+from dcm.testing import until, until_async
 from minute_packet import encode
 
 from test_sink import SECRET, _config, _packet, _publish
@@ -41,9 +42,7 @@ def test_two_workers_store_every_packet_exactly_once_in_the_union(tmp_path, brok
         for s in sinks:
             assert await asyncio.to_thread(s.intake.connected.wait, 10)
         await asyncio.to_thread(_publish, broker, items)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum(s.stats.packets_staged for s in sinks) < len(sent):
-            await asyncio.sleep(0.05)
+        await until_async(lambda: sum(s.stats.packets_staged for s in sinks) >= len(sent), 30)
         for s in sinks:
             s.stop()
         await asyncio.gather(*tasks)
@@ -81,30 +80,23 @@ def _member(broker, client_id: str, got: list, *, ack: bool) -> mqtt.Client:
     return c
 
 
-def _wait(pred, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not pred():
-        time.sleep(0.05)
-    return pred()
-
-
 def test_mosquitto_redelivers_a_dead_members_messages_to_that_member_only(broker):
     topic = f"m{uuid.uuid4().hex[:6]}"
     got_a, got_b, got_a2 = [], [], []
     a = _member(broker, f"{topic}-a", got_a, ack=False)
     time.sleep(0.3)
     _publish(broker, [(f"{topic}/x", b"m1", False)])
-    assert _wait(lambda: got_a == [b"m1"])
+    assert until(lambda: got_a == [b"m1"], 5)
     a.loop_stop()
     a.socket().close()  # dies without DISCONNECT and without acknowledging m1; its session persists
     b = _member(broker, f"{topic}-b", got_b, ack=True)
     time.sleep(0.5)
     _publish(broker, [(f"{topic}/x", b"m%d" % i, False) for i in range(2, 8)])
-    assert _wait(lambda: len(got_b) >= 3)
+    assert until(lambda: len(got_b) >= 3, 5)
     time.sleep(0.3)
     assert b"m1" not in got_b and len(got_b) < 6  # round robin still includes the offline session
     a2 = _member(broker, f"{topic}-a", got_a2, ack=True)
-    assert _wait(lambda: len(got_a2) + len(got_b) >= 7)
+    assert until(lambda: len(got_a2) + len(got_b) >= 7, 5)
     assert got_a2[0] == b"m1" and sorted(got_a2 + got_b) == [b"m%d" % i for i in range(1, 8)]
     for c in (a2, b):
         c.disconnect()

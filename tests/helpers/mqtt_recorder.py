@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from dcm.testing import until
 
 
 class Recorder:
@@ -38,13 +39,12 @@ class Recorder:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Whether ``predicate(messages so far)`` became true within ``timeout`` s (polled on a snapshot)."""
+        def check() -> bool:
             with self._lock:
-                if predicate(list(self.messages)):
-                    return True
-            time.sleep(0.05)
-        return False
+                return bool(predicate(list(self.messages)))
+
+        return until(check, timeout)
 
     def close(self) -> None:
         self._client.disconnect()
