@@ -25,6 +25,7 @@ from pathlib import Path
 
 import can
 
+T0 = 978_307_200  # 2001-01-01: start of the simulated frames' time, far from any kernel timestamp
 MARKER_ID = 0x7FE  # outside every DBC used here: the witness is listening once it sees one
 CAN_ERR_FLAG = 0x2000_0000
 CANDUMP_RCVBUF = 32 << 20
