@@ -61,7 +61,7 @@ class SinkConfig:
     compact_compression: str = "zstd"
     roll_bytes: int = 128 << 20
     roll_interval_s: float = 900.0
-    max_batch_packets: int = 20_000  # a batch never holds more packets (bounds its staged bytes in RAM)
+    max_batch_packets: int = 20_000  # a batch never holds more packets (bounds its key list in RAM)
     chunk_packets: int = 64  # decoded at once while writing (small: the decode stays in the CPU cache)
     row_group_rows: int = 32768  # rows per Parquet row group (bounds the rows held before a write)
     decoded_cache: int = 1000  # packets decoded at intake kept for the writer

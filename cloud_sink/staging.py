@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,6 +31,7 @@ from typing import TypeVar
 from .table import merge_latest
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS packets (  -- small rows: assigning a batch does not rewrite payloads
@@ -75,7 +77,7 @@ WHERE o.seq > MAX(o.prev, COALESCE(f.floor, -1)) + 1 ORDER BY o.vehicle, o.boot,
 """
 
 NEW, DUPLICATE, STALE = "new", "duplicate", "stale"
-FORMAT = 2  # PRAGMA user_version of the database layout; 1 kept payloads inside ``packets``
+FORMAT = 2  # PRAGMA user_version of the database layout; 1 kept payloads inside ``packets`` (migrated)
 
 
 class StagingError(Exception):
@@ -147,22 +149,44 @@ class Staging:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            # 32 KiB pages hold a packet's bytes inside its row (no overflow page chain to write and
-            # free); takes effect when the database is created
-            self._db.execute("PRAGMA page_size=32768")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=10000")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0 and self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'packets'").fetchone():
-                version = 1  # written before the layout was versioned
-            if version not in (0, FORMAT):
-                raise StagingError(f"{self.path}: staging layout {version}, this sink uses {FORMAT}; drain it with"
-                                   f" the sink version that wrote it (or remove it if it holds nothing pending)")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version = {FORMAT}")
+            self._open_layout()
         except sqlite3.Error as exc:
+            self._db.close()
             raise StagingError(f"{self.path}: {exc}") from exc
+        except StagingError:
+            self._db.close()
+            raise
+
+    def _open_layout(self) -> None:
+        """Create the tables, or bring a layout-1 database (bytes inside ``packets``) to layout 2,
+        in one transaction either way."""
+        db = self._db
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0 and db.execute("SELECT 1 FROM pragma_table_info('packets') WHERE name = 'payload'").fetchone():
+            version = 1  # written before the layout was versioned
+        if version not in (0, 1, FORMAT):
+            raise StagingError(f"{self.path}: staging layout {version} is newer than this sink's ({FORMAT})")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if version == 1:
+                db.execute("ALTER TABLE packets ADD COLUMN pending INTEGER NOT NULL DEFAULT 0")
+                db.execute("DROP INDEX IF EXISTS packets_pending")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            if version == 1:
+                moved = db.execute("INSERT INTO payloads (id, data) SELECT id, payload FROM packets"
+                                   " WHERE payload IS NOT NULL").rowcount
+                db.execute("UPDATE packets SET pending = 1, payload = NULL WHERE payload IS NOT NULL")
+                log.info("%s: staging layout 1 migrated to %d (%d pending packets)", self.path, FORMAT, moved)
+            db.execute(f"PRAGMA user_version = {FORMAT}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _tx(self, fn: Callable[[], T]) -> T:
         with self._lock:

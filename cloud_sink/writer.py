@@ -23,7 +23,7 @@ from minute_packet.codec import PacketInfo, inspect
 
 from .lake import DAY, Lake, LakeFile, safe_value
 from .quarantine import Quarantine
-from .staging import StagedPacket, Staging
+from .staging import StagedPacket, Staging, StagingError
 from .table import Latest, TableBuilder, merge_latest
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,8 @@ class LakeWriter:
         out = []
         for sp, packet in zip(staged, cached):
             if packet is None:
+                if sp.id not in payloads:
+                    raise StagingError(f"packet {sp.key!r} is pending but its bytes are missing from staging")
                 try:
                     packet = inspect(payloads[sp.id])
                 except PacketDecodeError as exc:  # intake checked it: only a corrupted staging row gets here
@@ -120,7 +122,7 @@ class LakeWriter:
                     bad.append(sp.key)
                     continue
             if packet.columns != len(schema.columns):
-                payload = payloads.get(sp.id) or self.staging.payloads([sp.id])[sp.id]
+                payload = payloads.get(sp.id) or self.staging.payloads([sp.id]).get(sp.id, b"")
                 self.quarantine.put("schema_mismatch", f"staging/{sp.vehicle}", payload,
                                     f"{packet.columns} columns, schema {sp.fingerprint.hex()} has"
                                     f" {len(schema.columns)}")
@@ -145,7 +147,9 @@ class LakeWriter:
         def write_pending() -> None:
             nonlocal pending_rows
             if pending and current is not None and current[1] is not None:
-                current[1].write(pending[0] if len(pending) == 1 else pa.concat_tables(pending))
+                # one dictionary per column for the whole row group: with a new dictionary per chunk
+                # the Parquet writer falls back to plain encoding for `vehicle` and `boot_id`
+                current[1].write(pending[0] if len(pending) == 1 else pa.concat_tables(pending).unify_dictionaries())
             pending.clear()
             pending_rows = 0
 

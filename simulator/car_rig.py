@@ -29,9 +29,11 @@ class CarRig:
         self._buses = [can.Bus(interface=gateway_config.interface, channel=gateway_config.channel, **extra)
                        for _ in range(2)]
         self.gateway = Gateway(gateway_config, bus=self._buses[0])
+        self._own_stop = stop is None
+        self._stop = stop or threading.Event()
         self._thread = threading.Thread(
             target=send_frames, args=(self._buses[1], frames),
-            kwargs={"realtime": realtime, "stop": stop, "on_frame": on_frame},
+            kwargs={"realtime": realtime, "stop": self._stop, "on_frame": on_frame},
             name=f"can-sim-{gateway_config.vehicle_id}", daemon=True)
         self._task: asyncio.Task | None = None
 
@@ -44,15 +46,20 @@ class CarRig:
         return self._thread.is_alive()
 
     async def close(self, join_timeout: float = 5.0) -> BaseException | None:
-        """Stop sending and the gateway; returns the gateway's exception, if it failed."""
-        await asyncio.to_thread(self._thread.join, join_timeout)
-        self.gateway.stop()
-        error = None
-        if self._task is not None:
-            try:
-                await self._task
-            except Exception as exc:  # reported to the caller, which decides
-                error = exc
-        for bus in self._buses:
-            bus.shutdown()
-        return error
+        """Stop sending (unless the caller owns the stop event: then wait for the sender) and
+        stop the gateway; returns the gateway's exception, if it failed. The buses are shut
+        down whatever happens."""
+        try:
+            if self._own_stop:
+                self._stop.set()
+            await asyncio.to_thread(self._thread.join, join_timeout)
+            self.gateway.stop()
+            if self._task is not None:
+                try:
+                    await self._task
+                except Exception as exc:  # reported to the caller, which decides
+                    return exc
+            return None
+        finally:
+            for bus in self._buses:
+                bus.shutdown()
