@@ -201,5 +201,6 @@ def test_freed_chunk_memory_is_reused_without_page_faults():
         runs[tune] = (tuned, faults)
     if not runs["1"][0]:
         pytest.skip(f"no glibc mallopt on {sys.platform}")
-    assert runs["0"][1] > 2000  # 8 x 6 MiB = 12,288 pages, mostly faulted in again by default
-    assert runs["1"][1] < 200
+    if runs["0"][1] < 2000:  # e.g. another allocator preloaded: nothing to show
+        pytest.skip(f"this allocator keeps freed memory by itself ({runs['0'][1]} faults untuned)")
+    assert runs["1"][1] < 200  # untuned: most of the 8 x 6 MiB = 12,288 pages faulted in again
