@@ -9,6 +9,7 @@ sends them on ``<prefix>/events/schema``).
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import time
@@ -22,20 +23,25 @@ log = logging.getLogger(__name__)
 
 
 class SchemaRegistry:
-    """Known schemas by fingerprint and the current fingerprint of every model and vehicle."""
+    """Known schemas by fingerprint and the current fingerprint of every model and vehicle.
 
-    def __init__(self, staging: Staging, publish: Callable[[dict], None] | None = None) -> None:
+    The per-key state (current fingerprint, fingerprints ever used) of at most ``cached_keys``
+    models and vehicles is kept in memory, least recently seen evicted first (``evicted``
+    counts them); the rest is read back from the staging database when the key shows up, so
+    memory does not grow with the fleet."""
+
+    def __init__(self, staging: Staging, publish: Callable[[dict], None] | None = None, *,
+                 cached_keys: int = 200_000) -> None:
         self.staging = staging
         self.publish = publish or (lambda event: None)
         self.schemas: dict[bytes, Schema] = {}
         self.changes = 0
-        self._current: dict[tuple[str, str], bytes] = {}
-        self._seen: set[tuple[str, str, bytes]] = set()
+        self.evicted = 0
+        self.cached_keys = cached_keys
+        # (scope, key) -> (current fingerprint, every fingerprint used)
+        self._state: collections.OrderedDict[tuple[str, str], tuple[bytes, set[bytes]]] = collections.OrderedDict()
         for fp, payload in staging.schemas():
             self.schemas[fp] = Schema.from_json(payload)
-        for scope, key, fp in staging.schema_uses():
-            self._seen.add((scope, key, fp))
-            self._current[(scope, key)] = fp
 
     def learn(self, schema: Schema, payload: bytes) -> bool:
         """Store a schema; True when it was not known before."""
@@ -47,28 +53,46 @@ class SchemaRegistry:
             log.info("schema %s learned (%d columns, %s)", fp.hex(), len(schema.columns), schema.source)
         return new
 
+    def _load(self, keys: Iterable[tuple[str, str]]) -> None:
+        missing = list(dict.fromkeys(k for k in keys if k not in self._state))
+        if missing:
+            self._state.update(self.staging.schema_state(missing))
+
     def observe(self, uses: Iterable[tuple[str, str, bytes]]) -> list[dict]:
         """Record (model, masked vehicle, fingerprint) of accepted packets; returns the events raised."""
+        pairs = [(scope, key, fp) for model, vehicle, fp in uses
+                 for scope, key in (("model", model), ("vehicle", vehicle))]
+        self._load((scope, key) for scope, key, _ in pairs)
         fresh: list[tuple[str, str, bytes]] = []
         events: list[tuple[str, str, bytes | None, bytes, str]] = []
-        for model, vehicle, fp in uses:
-            for scope, key in (("model", model), ("vehicle", vehicle)):
-                if (scope, key, fp) in self._seen:
-                    if self._current.get((scope, key)) != fp and scope == "vehicle":
-                        # a vehicle went back to an older schema: that is a change too
-                        events.append((scope, key, self._current[(scope, key)], fp, self._diff(self._current[(scope, key)], fp)))
-                        self._current[(scope, key)] = fp
+        changed: dict[tuple[str, str], bytes] = {}
+        for scope, key, fp in pairs:
+            state = self._state.get((scope, key))
+            if state is not None:
+                self._state.move_to_end((scope, key))
+                old, used = state
+                if old == fp:
                     continue
-                old = self._current.get((scope, key))
-                self._seen.add((scope, key, fp))
-                fresh.append((scope, key, fp))
-                self._current[(scope, key)] = fp
-                if old is not None or scope == "model":
-                    events.append((scope, key, old, fp, self._diff(old, fp)))
+                if fp in used:
+                    if scope == "vehicle":  # a vehicle went back to an older schema: a change too
+                        events.append((scope, key, old, fp, self._diff(old, fp)))
+                        self._state[(scope, key)] = (fp, used)
+                        changed[(scope, key)] = fp
+                    continue
+            else:
+                old, used = None, set()
+            fresh.append((scope, key, fp))
+            self._state[(scope, key)] = (fp, used | {fp})
+            changed[(scope, key)] = fp
+            if old is not None or scope == "model":
+                events.append((scope, key, old, fp, self._diff(old, fp)))
+        while len(self._state) > self.cached_keys:
+            self._state.popitem(last=False)
+            self.evicted += 1
         if not fresh and not events:
             return []
         now = time.time()
-        ids = self.staging.record_schema_use(fresh, now, events)
+        ids = self.staging.record_schema_use(fresh, now, events, changed)
         out = []
         for event_id, (scope, key, old, new, detail) in zip(ids, events):
             event = {"id": event_id, "time": now, "kind": "new" if old is None else "change", "scope": scope,

@@ -314,6 +314,8 @@ class Sink:
             ("dcm_sink_schemas_learned_total", c, "schemas learned", {}, s.schemas_learned),
             ("dcm_sink_schema_events_total", c, "schema new/change events", {}, s.schema_events),
             ("dcm_sink_schema_events_unpublished_total", c, "schema events not published", {}, s.events_dropped),
+            ("dcm_sink_schema_cache_evictions_total", c, "model/vehicle schema states evicted from memory"
+             " (read back from staging when seen again)", {}, self.registry.evicted),
             ("dcm_sink_decoded_cache_evictions_total", c, "decoded packets evicted before writing", {},
              self.cache.evicted),
             ("dcm_sink_quarantine_unsaved_total", c, "rejects counted but not saved (quarantine full)", {},

@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS schema_use (
     scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, first_seen REAL NOT NULL,
     PRIMARY KEY (scope, key, fingerprint)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schema_current (  -- the fingerprint each model and vehicle sent last
+    scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS schema_events (
     id INTEGER PRIMARY KEY, time REAL NOT NULL, scope TEXT NOT NULL, key TEXT NOT NULL,
     old_fingerprint BLOB, new_fingerprint BLOB NOT NULL, detail TEXT NOT NULL
@@ -379,18 +382,36 @@ class Staging:
     def schemas(self) -> list[tuple[bytes, bytes]]:
         return [(bytes(f), bytes(j)) for f, j in self._read("SELECT fingerprint, json FROM schemas")]
 
-    def schema_uses(self) -> list[tuple[str, str, bytes]]:
-        """Every (scope, key, fingerprint) seen, oldest first."""
-        rows = self._read("SELECT scope, key, fingerprint FROM schema_use ORDER BY first_seen")
-        return [(s, k, bytes(f)) for s, k, f in rows]
+    def schema_state(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[bytes, set[bytes]]]:
+        """For each known (scope, key): its current fingerprint and every fingerprint it ever used.
+        Unknown keys are absent."""
+        out: dict[tuple[str, str], tuple[bytes, set[bytes]]] = {}
+        for k in range(0, len(keys), 400):
+            part = keys[k:k + 400]
+            marks = ",".join(["(?, ?)"] * len(part))
+            flat = [x for key in part for x in key]
+            seen: dict[tuple[str, str], list[bytes]] = {}
+            for scope, key, fp in self._read(  # oldest first: the last one is current if no row below
+                    f"SELECT scope, key, fingerprint FROM schema_use WHERE (scope, key) IN (VALUES {marks})"
+                    f" ORDER BY first_seen", flat):
+                seen.setdefault((scope, key), []).append(bytes(fp))
+            current = {(scope, key): bytes(fp) for scope, key, fp in self._read(
+                f"SELECT scope, key, fingerprint FROM schema_current WHERE (scope, key) IN (VALUES {marks})", flat)}
+            for sk, fps in seen.items():
+                out[sk] = (current.get(sk, fps[-1]), set(fps))
+        return out
 
     def record_schema_use(self, uses: Sequence[tuple[str, str, bytes]], now: float,
-                          events: Sequence[tuple[str, str, bytes | None, bytes, str]]) -> list[int]:
-        """Store new (scope, key, fingerprint) uses and their change events; returns the event ids."""
+                          events: Sequence[tuple[str, str, bytes | None, bytes, str]],
+                          current: Mapping[tuple[str, str], bytes] | None = None) -> list[int]:
+        """Store new (scope, key, fingerprint) uses, the current fingerprint of the keys whose
+        changed, and the change events; returns the event ids."""
 
         def run() -> list[int]:
             self._db.executemany("INSERT OR IGNORE INTO schema_use VALUES (?, ?, ?, ?)",
                                  [(s, k, f, now) for s, k, f in uses])
+            self._db.executemany("INSERT OR REPLACE INTO schema_current VALUES (?, ?, ?)",
+                                 [(s, k, f) for (s, k), f in (current or {}).items()])
             return [int(self._db.execute(
                 "INSERT INTO schema_events (time, scope, key, old_fingerprint, new_fingerprint, detail)"
                 " VALUES (?, ?, ?, ?, ?, ?)", (now, *e)).lastrowid) for e in events]

@@ -1,0 +1,46 @@
+"""Schema registry over a real staging database: change events per model and vehicle, a vehicle
+going back to an older schema, a bounded in-memory cache that reads evicted vehicles back, and
+the current fingerprint surviving a restart."""
+from __future__ import annotations
+
+import dbc
+from cloud_sink.registry import SchemaRegistry
+from cloud_sink.staging import Staging
+from minute_packet import Collection, schema_from_dbc
+
+
+def _schemas():
+    db = dbc.load(dbc.REFERENCE_DBC)
+    return schema_from_dbc(db), schema_from_dbc(db, Collection(aggregates={"YawRate": ("last", "max")}))
+
+
+def _kinds(events):
+    return [(e["kind"], e["scope"], e["key"], e["old_fingerprint"], e["new_fingerprint"]) for e in events]
+
+
+def test_events_with_an_evicting_cache_and_a_restart(tmp_path):
+    a, b = _schemas()
+    fa, fb = a.fingerprint, b.fingerprint
+    staging = Staging(tmp_path / "s.sqlite")
+    published = []
+    reg = SchemaRegistry(staging, published.append, cached_keys=2)
+    for s in (a, b):
+        reg.learn(s, s.to_json())
+    assert _kinds(reg.observe([("m", "V1", fa), ("m", "V2", fa), ("m", "V3", fa)])) == [
+        ("new", "model", "m", None, fa.hex())]
+    assert reg.evicted >= 2 and len(reg._state) <= 2  # bounded: V1 and V2's states left memory
+    # V1 changes schema: its old fingerprint comes back from the database
+    assert _kinds(reg.observe([("m", "V1", fb)])) == [
+        ("change", "model", "m", fa.hex(), fb.hex()), ("change", "vehicle", "V1", fa.hex(), fb.hex())]
+    # V1 goes back to the older schema: a change for the vehicle, none for the model
+    assert _kinds(reg.observe([("m", "V1", fa)])) == [("change", "vehicle", "V1", fb.hex(), fa.hex())]
+    assert reg.observe([("m", "V1", fa), ("m", "V2", fa)]) == []
+    assert published and all(e["id"] for e in published)
+    # after a restart, V1's current schema is the one it went back to: no spurious event
+    again = SchemaRegistry(staging, cached_keys=2)
+    assert again.observe([("m", "V1", fa)]) == []
+    assert _kinds(again.observe([("m", "V2", fb)])) == [("change", "vehicle", "V2", fa.hex(), fb.hex())]
+    stored = [(scope, key, old, new) for _, _, scope, key, old, new, _ in staging.schema_events()]
+    assert stored == [("model", "m", None, fa), ("model", "m", fa, fb), ("vehicle", "V1", fa, fb),
+                      ("vehicle", "V1", fb, fa), ("vehicle", "V2", fa, fb)]
+    staging.close()
