@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chain", action="store_true", help="also run fleet → Mosquitto → sink")
     p.add_argument("--chain-vehicles", type=int, default=20_000)
     p.add_argument("--chain-minutes", type=int, default=3)
+    p.add_argument("--chain-workers", type=int, default=1, help="sink processes sharing one subscription")
     p.add_argument("--chain-layout", choices=("vehicle", "bucket"), default="bucket",
                    help="the sink's lake layout (bucket is the one meant for large fleets)")
 
@@ -101,15 +102,26 @@ def _publish_baseline(broker, payloads: list[bytes], n: int) -> float:
     return n / elapsed
 
 
-def _chain(broker, vehicles: int, minutes: int, layout: str) -> dict[str, Any]:
-    """Fleet → Mosquitto → ``dcm sink`` (another process), as fast as possible; nothing may be lost.
+def _metrics(port: int) -> dict[str, int]:
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return {}
+    return {line.split()[0]: int(float(line.split()[-1])) for line in text.splitlines()
+            if line.startswith(("dcm_sink_packets_staged_total", "dcm_sink_packets_stored_total"))}
+
+
+def _chain(broker, vehicles: int, minutes: int, layout: str, workers: int = 1) -> dict[str, Any]:
+    """Fleet → Mosquitto → ``workers`` ``dcm sink`` processes (one shared subscription when more
+    than one), as fast as possible; nothing may be lost.
 
     Two rates: packets durably staged (and acknowledged) per second, and packets written to the
-    Parquet lake per second (the sink rolls every 5 s); the real-time fleet size is the lower."""
+    Parquet lake per second (the sinks roll every 5 s); the real-time fleet size is the lower."""
     import subprocess
     import sys
     import tempfile
-    import urllib.request
     from pathlib import Path
 
     from simulator.fleet_runner import FleetRun, FleetRunConfig
@@ -117,11 +129,13 @@ def _chain(broker, vehicles: int, minutes: int, layout: str) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="dcm-bench-chain-") as tmp:
         port = 9100 + time.monotonic_ns() % 800
-        sink = subprocess.Popen([sys.executable, "-m", "dcm.cli", "sink", "--broker", str(broker), "--lake",
-                                 f"{tmp}/lake", "--state", f"{tmp}/state.sqlite", "--quarantine", f"{tmp}/q",
-                                 "--topic-prefix", "chain", "--client-id", "bench-sink", "--roll-interval", "5",
-                                 "--layout", layout, "--http", f"127.0.0.1:{port}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ports = [port + i for i in range(workers)]
+        share = ["--share-group", "bench"] if workers > 1 else []
+        sinks = [subprocess.Popen([sys.executable, "-m", "dcm.cli", "sink", "--broker", str(broker), "--lake",
+                                   f"{tmp}/lake", "--state", f"{tmp}/state-{i}.sqlite", "--quarantine", f"{tmp}/q",
+                                   "--topic-prefix", "chain", "--client-id", f"bench-sink-{i}", "--roll-interval",
+                                   "5", "--layout", layout, "--http", f"127.0.0.1:{p}", *share],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i, p in enumerate(ports)]
         try:
             time.sleep(3)
             run = FleetRun(FleetRunConfig(FleetSpec(vehicles=vehicles, duration_s=minutes * 60, start_time=T0,
@@ -132,16 +146,10 @@ def _chain(broker, vehicles: int, minutes: int, layout: str) -> dict[str, Any]:
             expected = summary["expected"]["packets_expected_stored"]
             stored, in_lake, deadline = 0, 0, time.monotonic() + 900
             total_s = lake_s = None
-            while time.monotonic() < deadline and sink.poll() is None:
-                try:
-                    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-                except OSError:
-                    text = ""
-                for line in text.splitlines():
-                    if line.startswith("dcm_sink_packets_staged_total"):
-                        stored = int(float(line.split()[-1]))
-                    elif line.startswith("dcm_sink_packets_stored_total"):
-                        in_lake = int(float(line.split()[-1]))
+            while time.monotonic() < deadline and all(s.poll() is None for s in sinks):
+                got = [_metrics(p) for p in ports]
+                stored = sum(m.get("dcm_sink_packets_staged_total", 0) for m in got)
+                in_lake = sum(m.get("dcm_sink_packets_stored_total", 0) for m in got)
                 if stored >= expected and total_s is None:
                     total_s = time.perf_counter() - t
                 if in_lake >= expected:
@@ -150,15 +158,17 @@ def _chain(broker, vehicles: int, minutes: int, layout: str) -> dict[str, Any]:
                 time.sleep(0.5)
             total_s = total_s or time.perf_counter() - t
         finally:
-            sink.terminate()  # the sink writes its staged packets to the lake before exiting
-            try:
-                sink.wait(600)
-            except subprocess.TimeoutExpired:
-                sink.kill()
-                sink.wait()
+            for sink in sinks:
+                sink.terminate()  # a sink writes its staged packets to the lake before exiting
+            for sink in sinks:
+                try:
+                    sink.wait(600)
+                except subprocess.TimeoutExpired:
+                    sink.kill()
+                    sink.wait()
         files = list(Path(tmp, "lake").rglob("*.parquet"))
     lake_rate = in_lake / lake_s if lake_s else None
-    return {"chain_vehicles": vehicles, "chain_layout": layout, "chain_packets": expected,
+    return {"chain_vehicles": vehicles, "chain_layout": layout, "chain_workers": workers, "chain_packets": expected,
             "chain_packets_staged": stored, "chain_packets_in_lake": in_lake,
             "chain_publish_s": round(published_s, 1), "chain_staged_s": round(total_s, 1),
             "chain_lake_s": round(lake_s, 1) if lake_s else None, "chain_lake_files": len(files),
@@ -181,5 +191,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _publish_baseline(broker, payloads, args.baseline_packets), 1)
         result["publish_connections"] = args.connections
         if args.chain:
-            result.update(_chain(broker, args.chain_vehicles, args.chain_minutes, args.chain_layout))
+            result.update(_chain(broker, args.chain_vehicles, args.chain_minutes, args.chain_layout,
+                                 args.chain_workers))
     return result
