@@ -90,7 +90,7 @@ def _serve(config) -> int:
 
 
 def _gaps(args: argparse.Namespace, config) -> int:
-    from .staging import union_gaps
+    from .gaps import union_gaps
 
     from dcm.cli import InputError
 

@@ -12,7 +12,7 @@ not known yet simply waits here ("parked") until the schema arrives.
 Keys live in ``packets`` (small rows, kept for dedupe after the packet is
 in the lake); the bytes of pending packets live in ``payloads`` and are
 deleted when their batch is done, so assigning and finishing a batch never
-rewrites packet bytes.
+rewrites packet bytes (tables, layout version and migration: ``staging_db``).
 
 The same database holds the learned schemas, schema-change events and the
 latest-state table (one row per masked vehicle, its signals' last values as JSON).
@@ -21,70 +21,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from .gaps import Gap, union_gaps
+from .staging_db import StagingError, connect
 from .table import merge_latest
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS packets (  -- small rows: assigning a batch does not rewrite payloads
-    id INTEGER PRIMARY KEY, vehicle TEXT NOT NULL, boot BLOB NOT NULL, seq INTEGER NOT NULL,
-    fingerprint BLOB NOT NULL, model TEXT NOT NULL, part TEXT NOT NULL, start_time INTEGER NOT NULL,
-    rows INTEGER NOT NULL, size INTEGER NOT NULL, pending INTEGER NOT NULL, batch INTEGER,
-    received REAL NOT NULL, UNIQUE (vehicle, boot, seq)
-);
-CREATE INDEX IF NOT EXISTS packets_pending ON packets (batch) WHERE pending = 1;
-CREATE TABLE IF NOT EXISTS payloads (  -- the bytes of pending packets (id = packets.id), appended
-    id INTEGER PRIMARY KEY, data BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, files TEXT);
-CREATE TABLE IF NOT EXISTS schemas (fingerprint BLOB PRIMARY KEY, json BLOB NOT NULL, first_seen REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS schema_use (
-    scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, first_seen REAL NOT NULL,
-    PRIMARY KEY (scope, key, fingerprint)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS schema_current (  -- the fingerprint each model and vehicle sent last
-    scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, PRIMARY KEY (scope, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS schema_events (
-    id INTEGER PRIMARY KEY, time REAL NOT NULL, scope TEXT NOT NULL, key TEXT NOT NULL,
-    old_fingerprint BLOB, new_fingerprint BLOB NOT NULL, detail TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS streams (
-    vehicle TEXT NOT NULL, boot BLOB NOT NULL, top INTEGER NOT NULL, n INTEGER NOT NULL,
-    floor INTEGER NOT NULL DEFAULT -1,  -- highest seq whose key was pruned (older than the dedupe window)
-    PRIMARY KEY (vehicle, boot)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS latest_state (  -- signals: JSON {"<signal>": [<unix ts>, <value>], ...}
-    vehicle TEXT PRIMARY KEY, ts INTEGER NOT NULL, signals TEXT NOT NULL
-);
-"""
-
-_GAPS_SQL = """
-WITH ordered AS (
-    SELECT vehicle, boot, seq, LAG(seq, 1, -1) OVER (PARTITION BY vehicle, boot ORDER BY seq) AS prev
-    FROM {source}
-), floors AS (
-    SELECT vehicle, boot, MAX(floor) AS floor FROM {streams} GROUP BY vehicle, boot
-)
-SELECT o.vehicle, o.boot, MAX(o.prev, COALESCE(f.floor, -1)) + 1, o.seq - 1
-FROM ordered o LEFT JOIN floors f ON f.vehicle = o.vehicle AND f.boot = o.boot
-WHERE o.seq > MAX(o.prev, COALESCE(f.floor, -1)) + 1 ORDER BY o.vehicle, o.boot, o.seq
-"""
 
 NEW, DUPLICATE, STALE = "new", "duplicate", "stale"
-FORMAT = 2  # PRAGMA user_version of the database layout; 1 kept payloads inside ``packets`` (migrated)
-
-
-class StagingError(Exception):
-    """The staging database cannot be opened or written."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,18 +80,6 @@ class Backlog:
     oldest: float | None
 
 
-@dataclasses.dataclass(frozen=True)
-class Gap:
-    vehicle: str
-    boot: bytes
-    first: int
-    last: int
-
-    @property
-    def missing(self) -> int:
-        return self.last - self.first + 1
-
-
 class Staging:
     """Thread-safe access to the sink's SQLite database."""
 
@@ -151,45 +88,9 @@ class Staging:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._open_layout()
-        except sqlite3.Error as exc:
-            self._db.close()
+        except OSError as exc:
             raise StagingError(f"{self.path}: {exc}") from exc
-        except StagingError:
-            self._db.close()
-            raise
-
-    def _open_layout(self) -> None:
-        """Create the tables, or bring a layout-1 database (bytes inside ``packets``) to layout 2,
-        in one transaction either way."""
-        db = self._db
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0 and db.execute("SELECT 1 FROM pragma_table_info('packets') WHERE name = 'payload'").fetchone():
-            version = 1  # written before the layout was versioned
-        if version not in (0, 1, FORMAT):
-            raise StagingError(f"{self.path}: staging layout {version} is newer than this sink's ({FORMAT})")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if version == 1:
-                db.execute("ALTER TABLE packets ADD COLUMN pending INTEGER NOT NULL DEFAULT 0")
-                db.execute("DROP INDEX IF EXISTS packets_pending")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            if version == 1:
-                moved = db.execute("INSERT INTO payloads (id, data) SELECT id, payload FROM packets"
-                                   " WHERE payload IS NOT NULL").rowcount
-                db.execute("UPDATE packets SET pending = 1, payload = NULL WHERE payload IS NOT NULL")
-                log.info("%s: staging layout 1 migrated to %d (%d pending packets)", self.path, FORMAT, moved)
-            db.execute(f"PRAGMA user_version = {FORMAT}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        self._db = connect(self.path)
 
     def _tx(self, fn: Callable[[], T]) -> T:
         with self._lock:
@@ -454,21 +355,3 @@ class Staging:
             self._db.close()
 
 
-def union_gaps(paths: Sequence[str | Path]) -> list[Gap]:
-    """Gaps over the union of several workers' staging databases (read-only)."""
-    if not paths:
-        return []
-    db = sqlite3.connect("file::memory:", uri=True)
-    try:
-        for i, path in enumerate(paths):
-            if not Path(path).exists():
-                raise StagingError(f"{path}: no such staging database")
-            db.execute(f"ATTACH DATABASE ? AS w{i}", (f"file:{Path(path).resolve()}?mode=ro",))
-        source = "(" + " UNION ".join(f"SELECT vehicle, boot, seq FROM w{i}.packets" for i in range(len(paths))) + ")"
-        streams = "(" + " UNION ALL ".join(f"SELECT vehicle, boot, floor FROM w{i}.streams"
-                                           for i in range(len(paths))) + ")"
-        return [Gap(v, bytes(b), a, z) for v, b, a, z in db.execute(_GAPS_SQL.format(source=source, streams=streams))]
-    except sqlite3.Error as exc:
-        raise StagingError(f"{', '.join(map(str, paths))}: {exc}") from exc
-    finally:
-        db.close()

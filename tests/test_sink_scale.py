@@ -19,7 +19,8 @@ from paho.mqtt.properties import Properties
 import dbc
 from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink
-from cloud_sink.staging import Staging, union_gaps
+from cloud_sink.gaps import union_gaps
+from cloud_sink.staging import Staging
 from dcm.testing import until, until_async
 from minute_packet import encode
 

@@ -1,0 +1,99 @@
+"""The staging database's layout: its tables, its version and the migration from older layouts.
+
+``FORMAT`` is stored as ``PRAGMA user_version``. Layout 1 (unversioned) kept packet bytes inside
+``packets``; layout 2 keeps them in ``payloads`` until their batch is in the lake, so assigning
+and finishing a batch never rewrites packet bytes. A layout-1 database is migrated in place, in
+one transaction; a newer one is refused.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FORMAT = 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS packets (  -- small rows: assigning a batch does not rewrite payloads
+    id INTEGER PRIMARY KEY, vehicle TEXT NOT NULL, boot BLOB NOT NULL, seq INTEGER NOT NULL,
+    fingerprint BLOB NOT NULL, model TEXT NOT NULL, part TEXT NOT NULL, start_time INTEGER NOT NULL,
+    rows INTEGER NOT NULL, size INTEGER NOT NULL, pending INTEGER NOT NULL, batch INTEGER,
+    received REAL NOT NULL, UNIQUE (vehicle, boot, seq)
+);
+CREATE INDEX IF NOT EXISTS packets_pending ON packets (batch) WHERE pending = 1;
+CREATE TABLE IF NOT EXISTS payloads (  -- the bytes of pending packets (id = packets.id), appended
+    id INTEGER PRIMARY KEY, data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, done INTEGER NOT NULL DEFAULT 0, files TEXT);
+CREATE TABLE IF NOT EXISTS schemas (fingerprint BLOB PRIMARY KEY, json BLOB NOT NULL, first_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS schema_use (
+    scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, first_seen REAL NOT NULL,
+    PRIMARY KEY (scope, key, fingerprint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schema_current (  -- the fingerprint each model and vehicle sent last
+    scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schema_events (
+    id INTEGER PRIMARY KEY, time REAL NOT NULL, scope TEXT NOT NULL, key TEXT NOT NULL,
+    old_fingerprint BLOB, new_fingerprint BLOB NOT NULL, detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS streams (
+    vehicle TEXT NOT NULL, boot BLOB NOT NULL, top INTEGER NOT NULL, n INTEGER NOT NULL,
+    floor INTEGER NOT NULL DEFAULT -1,  -- highest seq whose key was pruned (older than the dedupe window)
+    PRIMARY KEY (vehicle, boot)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest_state (  -- signals: JSON {"<signal>": [<unix ts>, <value>], ...}
+    vehicle TEXT PRIMARY KEY, ts INTEGER NOT NULL, signals TEXT NOT NULL
+);
+"""
+
+
+class StagingError(Exception):
+    """The staging database cannot be opened or written."""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating or migrating) a staging database: WAL, ``synchronous=FULL``, autocommit
+    mode (callers open their own transactions)."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=10000")
+        _open_layout(db, path)
+    except sqlite3.Error as exc:
+        db.close()
+        raise StagingError(f"{path}: {exc}") from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _open_layout(db: sqlite3.Connection, path: Path) -> None:
+    """Create the tables, or bring a layout-1 database to layout 2, in one transaction either way."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0 and db.execute("SELECT 1 FROM pragma_table_info('packets') WHERE name = 'payload'").fetchone():
+        version = 1  # written before the layout was versioned
+    if version not in (0, 1, FORMAT):
+        raise StagingError(f"{path}: staging layout {version} is newer than this sink's ({FORMAT})")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if version == 1:
+            db.execute("ALTER TABLE packets ADD COLUMN pending INTEGER NOT NULL DEFAULT 0")
+            db.execute("DROP INDEX IF EXISTS packets_pending")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        if version == 1:
+            moved = db.execute("INSERT INTO payloads (id, data) SELECT id, payload FROM packets"
+                               " WHERE payload IS NOT NULL").rowcount
+            db.execute("UPDATE packets SET pending = 1, payload = NULL WHERE payload IS NOT NULL")
+            log.info("%s: staging layout 1 migrated to %d (%d pending packets)", path, FORMAT, moved)
+        db.execute(f"PRAGMA user_version = {FORMAT}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
