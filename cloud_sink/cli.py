@@ -36,6 +36,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--roll-interval", type=float, help="seconds before waiting packets are written (default 900)")
     s.add_argument("--roll-mib", type=float, help="MiB of waiting packets that trigger a write (default 128)")
     s.add_argument("--http", help="host:port for /metrics and /vehicles/{masked}/latest")
+    s.add_argument("--http-token-file", type=Path, help="file holding the bearer token the HTTP API requires")
     s.add_argument("--min-age", type=float, default=3600.0, help="compact: only files older than this (s)")
     s.add_argument("--json", action="store_true", help="gaps/compact: print JSON")
     return s
@@ -50,7 +51,7 @@ def _config(args: argparse.Namespace):
         "dbc_paths": [str(p) for p in args.dbc] or None, "secret_file": str(args.secret_file) if args.secret_file else None,
         "topic_prefix": args.topic_prefix, "share_group": args.share_group, "client_id": args.client_id,
         "worker_id": args.worker_id, "roll_interval_s": args.roll_interval, "roll_mib": args.roll_mib,
-        "http": args.http,
+        "http": args.http, "http_token_file": str(args.http_token_file) if args.http_token_file else None,
     }
     return load_config(args.config, overrides)
 

@@ -70,6 +70,7 @@ class SinkConfig:
     dedupe_days: float = 30.0  # dedupe keys older than this are pruned (bounds the staging database)
     http_host: str | None = None
     http_port: int = 9108
+    http_token: bytes | None = dataclasses.field(default=None, repr=False)  # bearer token the HTTP API requires
     ca_file: str | None = None
     flush_interval_s: float | None = None  # deprecated alias of roll_interval_s
 
@@ -111,7 +112,7 @@ _KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "broker": ("broker", str), "topic_prefix": ("topic_prefix", str), "share_group": ("share_group", str),
     "client_id": ("client_id", str), "worker_id": ("worker_id", str), "secret_file": ("secret_file", str),
     "state": ("state_path", str), "quarantine": ("quarantine_dir", str), "dbc": ("dbc_paths", list),
-    "http": ("http", str), "ca_file": ("ca_file", str), "intake_batch": ("intake_batch", int),
+    "http": ("http", str), "http_token_file": ("http_token_file", str), "ca_file": ("ca_file", str), "intake_batch": ("intake_batch", int),
     "queue_size": ("queue_size", int), "decoded_cache": ("decoded_cache", int),
     "dedupe_days": ("dedupe_days", (int, float)),
     "lake.root": ("lake_root", str), "lake.layout": ("layout", str), "lake.buckets": ("buckets", int),
@@ -119,7 +120,7 @@ _KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "lake.compression": ("compression", str), "lake.compact_compression": ("compact_compression", str), "lake.max_batch_packets": ("max_batch_packets", int),
     "lake.chunk_packets": ("chunk_packets", int), "lake.row_group_rows": ("row_group_rows", int),
 }
-_PATHS = {"secret_file", "state_path", "quarantine_dir", "ca_file"}
+_PATHS = {"secret_file", "state_path", "quarantine_dir", "ca_file", "http_token_file"}
 
 
 def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -181,6 +182,14 @@ def _build(raw: dict[str, Any]) -> SinkConfig:
             raise ConfigError(f"secret_file: {secret_file}: {exc.strerror}") from None
     else:
         secret = DEMO_SECRET
+    token_file = raw.pop("http_token_file", None)
+    if token_file:
+        try:
+            raw["http_token"] = Path(token_file).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"http_token_file: {token_file}: {exc.strerror}") from None
+        if len(raw["http_token"]) < 16:
+            raise ConfigError(f"http_token_file: {token_file}: the token must be at least 16 characters")
     http = raw.pop("http", None)
     if http:
         host, _, port = str(http).rpartition(":")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hmac
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -34,32 +35,55 @@ def render(samples: Iterable[Sample]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_app(sink: Sink) -> web.Application:
-    async def metrics(request: web.Request) -> web.Response:
-        samples = await asyncio.to_thread(sink.metric_samples)
-        return web.Response(text=render(samples), content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+SINK = web.AppKey("sink", "Sink")
+TOKEN = web.AppKey("token", bytes)
 
-    async def latest(request: web.Request) -> web.Response:
-        masked = request.match_info["masked"]
-        state = await asyncio.to_thread(sink.staging.latest_state, masked)
-        if not state:
-            raise web.HTTPNotFound(text=f"no state for vehicle {masked}\n")
-        body = {"vehicle": masked, "signals": {
-            name: {"ts": dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(), "value": value}
-            for name, (ts, value) in sorted(state.items())}}
-        return web.json_response(body)
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/vehicles/{masked}/latest", latest)
+@web.middleware
+async def _require_token(request: web.Request, handler):
+    """With a configured token, every request needs ``Authorization: Bearer <token>``."""
+    token = request.app[TOKEN]
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    if not (scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token)):
+        raise web.HTTPUnauthorized(text="a bearer token is required\n", headers={"WWW-Authenticate": "Bearer"})
+    return await handler(request)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    samples = await asyncio.to_thread(request.app[SINK].metric_samples)
+    return web.Response(text=render(samples), content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _latest(request: web.Request) -> web.Response:
+    masked = request.match_info["masked"]
+    state = await asyncio.to_thread(request.app[SINK].staging.latest_state, masked)
+    if not state:
+        raise web.HTTPNotFound(text=f"no state for vehicle {masked}\n")
+    body = {"vehicle": masked, "signals": {
+        name: {"ts": dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(), "value": value}
+        for name, (ts, value) in sorted(state.items())}}
+    return web.json_response(body)
+
+
+def make_app(sink: Sink, token: bytes | None = None) -> web.Application:
+    """The API over ``sink``; with ``token``, every route requires it as a bearer token."""
+    app = web.Application(middlewares=[_require_token] if token else [])
+    app[SINK] = sink
+    if token:
+        app[TOKEN] = token
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/vehicles/{masked}/latest", _latest)
     return app
 
 
 async def serve(sink: Sink, host: str, port: int, stop: asyncio.Event,
-                on_bound: Callable[[int], None]) -> None:
+                on_bound: Callable[[int], None], token: bytes | None = None) -> None:
     """Serve until ``stop`` is set; ``on_bound`` gets the actual port (useful with port 0)."""
-    runner = web.AppRunner(make_app(sink), access_log=None)
+    if token is None and host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("HTTP API on %s without a token (http_token_file): anyone who reaches it can read it", host)
+    runner = web.AppRunner(make_app(sink, token), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

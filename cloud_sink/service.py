@@ -118,7 +118,7 @@ class Sink:
                 writer = tg.create_task(self._writer_loop(), name="lake-writer")
                 if self.config.http_host:
                     tg.create_task(serve(self, self.config.http_host, self.config.http_port, self._stop,
-                                         self._bound), name="http")
+                                         self._bound, self.config.http_token), name="http")
                 await self._stop.wait()
                 intake.cancel()
                 self._flush_now.set()

@@ -142,6 +142,55 @@ def test_http_metrics_latest_state_and_schema_events(tmp_path, broker, schema):
     assert [(e["kind"], e["scope"], e["key"]) for e in events.got] == [("new", "model", "ref")]
 
 
+def _get_with(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("WWW-Authenticate", "")
+
+
+def test_http_token_from_the_config_file_is_required_on_every_route(tmp_path):
+    """``http_token_file``: no token or a wrong one gets 401 with a Bearer challenge; the right one
+    gets the API. A token file too short is a config error."""
+    from cloud_sink.http import serve
+
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token-0123456789\n")
+    toml = tmp_path / "sink.toml"
+    toml.write_text('http = "127.0.0.1:0"\nhttp_token_file = "token"\n'
+                    f'[lake]\nroot = "{(tmp_path / "lake").as_posix()}"\n')
+    config = load_config(toml, {"state_path": tmp_path / "s.sqlite", "quarantine_dir": tmp_path / "q"})
+    assert config.http_token == b"s3cret-token-0123456789"
+    sink = Sink(config)
+    got: dict[str, tuple[int, str]] = {}
+
+    async def run() -> None:
+        stop, bound = asyncio.Event(), asyncio.Event()
+        ports: list[int] = []
+        task = asyncio.create_task(serve(sink, "127.0.0.1", 0, stop, lambda p: (ports.append(p), bound.set()),
+                                         config.http_token))
+        await asyncio.wait_for(bound.wait(), 10)
+        base = f"http://127.0.0.1:{ports[0]}"
+        for name, path, headers in (
+                ("none", "/metrics", {}), ("wrong", "/metrics", {"Authorization": "Bearer nope"}),
+                ("basic", "/vehicles/00/latest", {"Authorization": "Basic czNjcmV0"}),
+                ("metrics", "/metrics", {"Authorization": "Bearer s3cret-token-0123456789"}),
+                ("latest", "/vehicles/00/latest", {"Authorization": "bearer s3cret-token-0123456789"})):
+            got[name] = await asyncio.to_thread(_get_with, base + path, headers)
+        stop.set()
+        await task
+
+    asyncio.run(run())
+    sink.staging.close()
+    assert got["none"] == got["wrong"] == got["basic"] == (401, "Bearer")
+    assert got["metrics"][0] == 200 and "dcm_sink_packets_in_total 0" in got["metrics"][1]
+    assert got["latest"][0] == 404  # authorised; this vehicle is unknown
+    token_file.write_text("short")
+    with pytest.raises(ConfigError, match="http_token_file: .*at least 16 characters"):
+        load_config(toml)
+
+
 def test_a_failing_lake_is_retried_without_losing_packets(tmp_path, broker, schema):
     prefix = f"t{uuid.uuid4().hex[:6]}"
     boot = uuid.uuid4().bytes
