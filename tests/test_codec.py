@@ -45,6 +45,37 @@ def test_round_trip_of_every_width_sign_and_missing_pattern():
     assert np.array_equal(q.values[present], values[present])
 
 
+def test_many_inspected_packets_decode_side_by_side_as_each_alone():
+    """``fill_many`` (the sink's chunk decoder) gives the same values and presence as ``fill`` per
+    packet, for packets whose columns change width from packet to packet, with a row permutation."""
+    rng = np.random.default_rng(11)
+    ncol, n = 16, 60  # 16 x 60 bits: presence masks end on a byte boundary
+    infos, expected = [], []
+    for k in range(9):
+        scale = rng.choice([0, 1, 200, 60_000, 2**33, 2**63], size=ncol)  # width per column varies per packet
+        values = (rng.integers(0, 2**63, (ncol, 1), dtype=np.uint64)
+                  + np.cumsum(rng.integers(0, 2, (ncol, n)) * scale[:, None].astype(np.uint64), axis=1,
+                              dtype=np.uint64))
+        values[3] = np.array(rng.integers(-(2**40), 2**40, n), dtype=np.int64).view(np.uint64)  # signed
+        present = rng.random((ncol, n)) > (0.0 if k % 3 == 0 else 0.25)
+        present[5] = k % 2 == 0  # all missing in every other packet
+        p = _packet(values, present, seq=k)
+        infos.append(codec.inspect(encode(p)))
+        expected.append(p)
+    rows = rng.permutation(ncol)
+    values, present = codec.fill_many(infos, rows)
+    for k, (info, p) in enumerate(zip(infos, expected)):
+        one_v = np.empty((ncol, n), np.uint64)
+        one_p = np.empty((ncol, n), bool)
+        codec.fill(info, one_v, one_p, rows)
+        block = slice(k * n, (k + 1) * n)
+        assert np.array_equal(present[:, block], one_p)
+        assert np.array_equal(np.where(one_p, values[:, block], 0), np.where(one_p, one_v, 0))
+        assert np.array_equal(values[rows][:, block][p.present], p.values[p.present])
+    assert codec.fill_many(infos[:1] + [codec.inspect(encode(_packet(np.zeros((ncol, 7), np.uint64),
+                                                                      np.ones((ncol, 7), bool))))], rows) is None
+
+
 def test_single_row_and_all_present_packets():
     p = _packet(np.array([[1], [2]], np.uint64), np.ones((2, 1), bool))
     assert decode(encode(p)).same_content(p)
