@@ -256,6 +256,8 @@ def merge_latest(into: Latest, more: Latest) -> None:
 
 
 def _dictionary(labels: list[str], index: np.ndarray) -> pa.Array:
-    """A dictionary-encoded string column from per-packet labels and each row's packet index."""
-    uniq, inverse = np.unique(np.array(labels, dtype=object), return_inverse=True)
-    return pa.DictionaryArray.from_arrays(pa.array(inverse[index].astype(np.int32)), pa.array(list(uniq), pa.string()))
+    """A dictionary-encoded string column from per-packet labels and each row's packet index
+    (dictionary in order of first appearance)."""
+    codes: dict[str, int] = {}
+    per_packet = np.array([codes.setdefault(label, len(codes)) for label in labels], dtype=np.int32)
+    return pa.DictionaryArray.from_arrays(pa.array(per_packet[index]), pa.array(list(codes), pa.string()))
