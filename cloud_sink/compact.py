@@ -11,7 +11,7 @@ Per partition (crash-safe and idempotent, on a local folder or an object store):
    newer schema's extra columns are null in older rows), rows of the same
    packet stored twice (same vehicle, boot id, seq and second; e.g. a
    publisher retry that a shared subscription handed to another worker) are
-   kept once, and the result is sorted by time.
+   kept once, and the result is sorted by time (by vehicle, then time, in the bucket layout).
 3. *Commit*: the manifest (inputs, output) is written first, then the output
    ``compact-<h>.parquet`` (atomically: temp name + rename, or one object
    upload), then the inputs are deleted. ``<h>`` hashes the input names, so

@@ -12,7 +12,12 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     quarantine = "state/quarantine"
     dbc = ["dbc/reference_car.dbc"]
     http = "127.0.0.1:9108"        # /metrics and /vehicles/{masked}/latest; "" for none
+    http_token_file = "http.token" # bearer token every HTTP request must carry (>= 16 characters)
+    ca_file = "broker-ca.pem"      # CA of an mqtts:// broker
     dedupe_days = 30               # dedupe keys are kept this long
+    intake_batch = 500             # messages staged (and acknowledged) per commit
+    queue_size = 1000              # messages waiting for intake
+    decoded_cache = 1000           # packets validated at intake kept for the lake writer
 
     [lake]
     root = "lake"                  # or "file:///srv/lake", "s3://bucket/lake?endpoint_override=..."
@@ -22,6 +27,9 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     roll_interval_s = 900          # ... or when the oldest waiting packet is this old
     compression = "snappy"         # live files: cheap per file (the vehicle layout writes many)
     compact_compression = "zstd"   # files merged by `dcm sink compact`: smaller, read for years
+    max_batch_packets = 20000      # also cut a batch when this many packets wait
+    chunk_packets = 64             # packets decoded at once while writing
+    row_group_rows = 32768         # rows per Parquet row group
 
 Relative paths are relative to the config file's folder.
 """
