@@ -15,6 +15,7 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     http_token_file = "http.token" # bearer token every HTTP request must carry (>= 16 characters)
     ca_file = "broker-ca.pem"      # CA of an mqtts:// broker
     dedupe_days = 30               # dedupe keys are kept this long
+    park_days = 7                  # packets whose schema never arrives are quarantined after this long
     intake_batch = 500             # messages staged (and acknowledged) per commit
     queue_size = 1000              # messages waiting for intake
     decoded_cache = 1000           # packets validated at intake kept for the lake writer
@@ -76,6 +77,7 @@ class SinkConfig:
     intake_batch: int = 500
     queue_size: int = 1000
     dedupe_days: float = 30.0  # dedupe keys older than this are pruned (bounds the staging database)
+    park_days: float = 7.0  # packets of a schema that never arrived go to quarantine after this long
     http_host: str | None = None
     http_port: int = 9108
     http_token: bytes | None = dataclasses.field(default=None, repr=False)  # bearer token the HTTP API requires
@@ -95,6 +97,7 @@ class SinkConfig:
             (self.row_group_rows > 0, "row_group_rows", "must be positive"),
             (self.decoded_cache >= 0, "decoded_cache", "must be >= 0"),
             (self.dedupe_days > 0, "dedupe_days", "must be positive"),
+            (self.park_days > 0, "park_days", "must be positive"),
             (self.intake_batch > 0 and self.queue_size > 0, "intake_batch", "must be positive"),
             (0 <= self.http_port < 65536, "http_port", "must be 0..65535"),
             (bool(self.topic_prefix) and "+" not in self.topic_prefix and "#" not in self.topic_prefix,
@@ -122,7 +125,7 @@ _KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "state": ("state_path", str), "quarantine": ("quarantine_dir", str), "dbc": ("dbc_paths", list),
     "http": ("http", str), "http_token_file": ("http_token_file", str), "ca_file": ("ca_file", str), "intake_batch": ("intake_batch", int),
     "queue_size": ("queue_size", int), "decoded_cache": ("decoded_cache", int),
-    "dedupe_days": ("dedupe_days", (int, float)),
+    "dedupe_days": ("dedupe_days", (int, float)), "park_days": ("park_days", (int, float)),
     "lake.root": ("lake_root", str), "lake.layout": ("layout", str), "lake.buckets": ("buckets", int),
     "lake.roll_mib": ("roll_mib", (int, float)), "lake.roll_interval_s": ("roll_interval_s", (int, float)),
     "lake.compression": ("compression", str), "lake.compact_compression": ("compact_compression", str), "lake.max_batch_packets": ("max_batch_packets", int),

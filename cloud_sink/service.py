@@ -257,6 +257,22 @@ class Sink:
                 pruned = await asyncio.to_thread(self.staging.prune, cutoff)
                 if pruned:
                     log.info("pruned %d dedupe keys older than %g days", pruned, self.config.dedupe_days)
+                await asyncio.to_thread(self.expire_parked)
+
+    def expire_parked(self, now: float | None = None) -> int:
+        """Quarantine packets parked longer than ``park_days`` (their schema never arrived), so
+        staging stays bounded; returns how many."""
+        cutoff = (time.time() if now is None else now) - self.config.park_days * 86400
+        total = 0
+        while expired := self.staging.expire_parked(list(self.schemas), cutoff):
+            for vehicle, _boot, seq, fp, payload in expired:
+                self._reject("schema_never_arrived", Incoming(f"{self.config.topic_prefix}/{vehicle}/telemetry",
+                                                              payload, 0, 0, False),
+                             f"seq {seq}: schema {fp.hex()} unknown after {self.config.park_days:g} days")
+            total += len(expired)
+        if total:
+            log.warning("%d parked packets quarantined: their schema never arrived", total)
+        return total
 
     def _roll_due(self) -> bool:
         if self.staging.unfinished_batch():

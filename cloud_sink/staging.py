@@ -173,6 +173,27 @@ class Staging:
 
         return self._tx(run)
 
+    def expire_parked(self, fingerprints: Iterable[bytes], before: float, limit: int = 1000
+                      ) -> list[tuple[str, bytes, int, bytes, bytes]]:
+        """Take out up to ``limit`` parked packets (schema not among ``fingerprints``) received
+        before ``before``: their payload rows are deleted, their keys stay for dedupe. Returns
+        (vehicle, boot, seq, fingerprint, payload) of each, for the caller to quarantine."""
+        known = list(fingerprints)
+        marks = ",".join("?" * len(known))
+
+        def run() -> list[tuple[str, bytes, int, bytes, bytes]]:
+            rows = self._db.execute(
+                f"SELECT p.id, p.vehicle, p.boot, p.seq, p.fingerprint, d.data FROM packets p JOIN payloads d"
+                f" ON d.id = p.id WHERE p.pending = 1 AND p.batch IS NULL AND p.received < ?"
+                f"{f' AND p.fingerprint NOT IN ({marks})' if known else ''} ORDER BY p.id LIMIT ?",
+                (before, *known, limit)).fetchall()
+            ids = [(r[0],) for r in rows]
+            self._db.executemany("DELETE FROM payloads WHERE id = ?", ids)
+            self._db.executemany("UPDATE packets SET pending = 0 WHERE id = ?", ids)
+            return [(v, bytes(b), q, bytes(f), bytes(d)) for _, v, b, q, f, d in rows]
+
+        return self._tx(run)
+
     def backlog(self, fingerprints: Iterable[bytes]) -> Backlog:
         known = list(fingerprints)
         if not known:

@@ -351,3 +351,21 @@ def test_a_staging_database_of_a_newer_layout_is_refused(tmp_path):
     db.close()
     with pytest.raises(StagingError, match="layout 3 is newer"):
         Staging(tmp_path / "new.sqlite")
+
+
+def test_packets_whose_schema_never_arrives_are_quarantined_after_park_days(tmp_path, schemas):
+    old, new = schemas
+    boot = uuid.uuid4().bytes
+    sink = _sink(tmp_path, park_days=2)
+    _feed(sink, [], [_packet(new, "CAR1", 0, boot), _packet(new, "CAR1", 1, boot)])  # `new` never arrives
+    _feed(sink, [old], [_packet(old, "CAR2", 0, boot)])
+    assert sink.expire_parked(now=time.time() + 86400) == 0  # one day: still waiting
+    assert sink.expire_parked(now=time.time() + 3 * 86400) == 2
+    assert sink.staging.pending() == 1 and sink.stats.rejects["schema_never_arrived"] == 2
+    notes = [json.loads(p.read_text()) for p in (tmp_path / "quarantine" / "schema_never_arrived").glob("*.json")]
+    assert sorted(n["detail"].split(":")[0] for n in notes) == ["seq 0", "seq 1"]
+    assert all(new.fingerprint.hex() in n["detail"] for n in notes)
+    _feed(sink, [new], [_packet(new, "CAR1", 1, boot)])  # a late copy: its key is still known
+    assert sink.stats.duplicates == 1
+    assert sink.flush() == 1  # CAR2's packet, whose schema is known
+    sink.staging.close()
