@@ -3,6 +3,7 @@
 ::
 
     dcm sink [--config sink.toml] [flags]          run the sink (flags override the file)
+    dcm sink --config sink.toml --check-config     validate the configuration and exit
     dcm sink gaps --config sink.toml [--state DB]  missing seq ranges per vehicle and boot
     dcm sink compact --config sink.toml            merge small files of each lake partition
 """
@@ -39,6 +40,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--http-token-file", type=Path, help="file holding the bearer token the HTTP API requires")
     s.add_argument("--min-age", type=float, default=3600.0, help="compact: only files older than this (s)")
     s.add_argument("--json", action="store_true", help="gaps/compact: print JSON")
+    s.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     return s
 
 
@@ -62,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from .staging import StagingError
 
     config = _config(args)
+    if args.check_config:
+        share = f", share group {config.share_group}" if config.share_group else ""
+        print(f"dcm sink: configuration ok (worker {config.worker}, broker {config.broker}, lake {config.lake_root}"
+              f" in the {config.layout} layout{share})")
+        return 0
     try:
         if args.action == "gaps":
             return _gaps(args, config)

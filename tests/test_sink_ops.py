@@ -253,3 +253,23 @@ def test_freed_chunk_memory_is_reused_without_page_faults():
     if runs["0"][1] < 2000:  # e.g. another allocator preloaded: nothing to show
         pytest.skip(f"this allocator keeps freed memory by itself ({runs['0'][1]} faults untuned)")
     assert runs["1"][1] < 200  # untuned: most of the 8 x 6 MiB = 12,288 pages faulted in again
+
+
+def test_the_deployed_example_config_and_unit_check_out(tmp_path, capsys):
+    """deploy/sink.example.toml validates with the flags deploy/dcm-sink@.service adds (secret and
+    token files placed here instead of /etc/dcm)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    unit = (root / "deploy" / "dcm-sink@.service").read_text()
+    start = next(line for line in unit.splitlines() if line.startswith("ExecStartPre="))
+    flags = start.split("--config /etc/dcm/sink.toml ", 1)[1].replace("%i", "3").split()
+    assert flags[-1] == "--check-config"
+    (tmp_path / "mask.key").write_bytes(b"0123456789abcdef")
+    (tmp_path / "token").write_text("t" * 32)
+    flags = [f.replace("/var/lib/dcm-sink", str(tmp_path)) for f in flags]
+    code = dcm_main(["sink", "--config", str(root / "deploy" / "sink.example.toml"), *flags,
+                     "--secret-file", str(tmp_path / "mask.key"), "--http-token-file", str(tmp_path / "token")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "worker w3" in out and "share group sinks" in out and "bucket layout" in out
