@@ -35,7 +35,6 @@ class SchemaRegistry:
         self.staging = staging
         self.publish = publish or (lambda event: None)
         self.schemas: dict[bytes, Schema] = {}
-        self.changes = 0
         self.evicted = 0
         self.cached_keys = cached_keys
         # (scope, key) -> (current fingerprint, every fingerprint used)
@@ -99,7 +98,6 @@ class SchemaRegistry:
                      "key": key, "old_fingerprint": old.hex() if old else None, "new_fingerprint": new.hex(),
                      **json.loads(detail)}
             log.info("schema event: %s %s %s -> %s", scope, key, event["old_fingerprint"], new.hex())
-            self.changes += event["kind"] == "change"
             out.append(event)
             self.publish(event)
         return out
