@@ -55,19 +55,31 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class MinutePacket:
+class PacketHeader:
+    """What identifies a packet and places it in time: shared by :class:`MinutePacket` (decoded)
+    and :class:`PacketInfo` (validated, columns still encoded)."""
+
+    vehicle_id: str
+    model: str
+    boot_id: bytes
+    seq: int
+    start_time: int  # Unix seconds of the first row
+    fingerprint: bytes  # of the schema that orders the columns
+
+    @property
+    def key(self) -> tuple[str, bytes, int]:
+        """The identity the sink deduplicates on."""
+        return (self.vehicle_id, self.boot_id, self.seq)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MinutePacket(PacketHeader):
     """One vehicle's rows ``start_time .. start_time + rows - 1`` (Unix seconds).
 
     ``values[c, i]`` is the raw bit pattern of column ``c`` at second ``i`` and is
     meaningful only where ``present[c, i]`` is true.
     """
 
-    vehicle_id: str
-    model: str
-    boot_id: bytes
-    seq: int
-    start_time: int
-    fingerprint: bytes
     values: np.ndarray
     present: np.ndarray
     clock: str = "frame"
@@ -81,11 +93,6 @@ class MinutePacket:
     @property
     def columns(self) -> int:
         return int(self.values.shape[0])
-
-    @property
-    def key(self) -> tuple[str, bytes, int]:
-        """The identity the sink deduplicates on."""
-        return (self.vehicle_id, self.boot_id, self.seq)
 
     def same_content(self, other: MinutePacket) -> bool:
         """True when both packets carry the same header and the same present values."""
@@ -183,18 +190,12 @@ def _field(body: dict, key: str, kind: type | tuple[type, ...]) -> Any:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class PacketInfo:
+class PacketInfo(PacketHeader):
     """A fully validated packet whose value matrices are not built yet (:func:`inspect`).
 
     Everything :func:`decode` checks has been checked, so :func:`materialize` cannot fail;
     it holds the header plus the still-encoded columns (a few KiB instead of the matrices)."""
 
-    vehicle_id: str
-    model: str
-    boot_id: bytes
-    seq: int
-    start_time: int
-    fingerprint: bytes
     rows: int
     clock: str
     clock_synced: bool | None
@@ -207,10 +208,6 @@ class PacketInfo:
     @property
     def columns(self) -> int:
         return len(self.widths)
-
-    @property
-    def key(self) -> tuple[str, bytes, int]:
-        return (self.vehicle_id, self.boot_id, self.seq)
 
 
 def decode(data: bytes) -> MinutePacket:
