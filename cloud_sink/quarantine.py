@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -28,8 +29,18 @@ class Quarantine:
         self.dropped = 0
         self._written = sum(1 for _ in self.directory.glob("*/*.bin")) if self.directory.exists() else 0
         self._log = RateLimitedLog(log, "rejected payloads")
+        self._lock = threading.Lock()
+
+    def room(self) -> int:
+        """How many more payloads will be written before they are only counted."""
+        return max(0, self.max_files - self._written)
 
     def put(self, reason: str, topic: str, payload: bytes, detail: str) -> None:
+        """Keep a rejected payload (thread-safe); raises ``OSError`` when it cannot be written."""
+        with self._lock:
+            self._put(reason, topic, payload, detail)
+
+    def _put(self, reason: str, topic: str, payload: bytes, detail: str) -> None:
         self.by_reason[reason] += 1
         self._log.warning("rejected payload on %s: %s: %s", topic, reason, detail)
         if self._written >= self.max_files:

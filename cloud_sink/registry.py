@@ -52,46 +52,46 @@ class SchemaRegistry:
             log.info("schema %s learned (%d columns, %s)", fp.hex(), len(schema.columns), schema.source)
         return new
 
-    def _load(self, keys: Iterable[tuple[str, str]]) -> None:
-        missing = list(dict.fromkeys(k for k in keys if k not in self._state))
-        if missing:
-            self._state.update(self.staging.schema_state(missing))
-
     def observe(self, uses: Iterable[tuple[str, str, bytes]]) -> list[dict]:
-        """Record (model, masked vehicle, fingerprint) of accepted packets; returns the events raised."""
+        """Record (model, masked vehicle, fingerprint) of accepted packets; returns the events raised.
+
+        The in-memory state changes only once the uses and events are committed: a failed commit
+        (the intake retries the batch) leaves memory as the database is."""
         pairs = [(scope, key, fp) for model, vehicle, fp in uses
                  for scope, key in (("model", model), ("vehicle", vehicle))]
-        self._load((scope, key) for scope, key, _ in pairs)
+        state = {k: self._state[k] for k in dict.fromkeys((scope, key) for scope, key, _ in pairs) if k in self._state}
+        missing = [k for k in dict.fromkeys((scope, key) for scope, key, _ in pairs) if k not in state]
+        if missing:
+            state.update(self.staging.schema_state(missing))
         fresh: list[tuple[str, str, bytes]] = []
         events: list[tuple[str, str, bytes | None, bytes, str]] = []
         changed: dict[tuple[str, str], bytes] = {}
         for scope, key, fp in pairs:
-            state = self._state.get((scope, key))
-            if state is not None:
-                self._state.move_to_end((scope, key))
-                old, used = state
-                if old == fp:
-                    continue
-                if fp in used:
-                    if scope == "vehicle":  # a vehicle went back to an older schema: a change too
-                        events.append((scope, key, old, fp, self._diff(old, fp)))
-                        self._state[(scope, key)] = (fp, used)
-                        changed[(scope, key)] = fp
-                    continue
-            else:
-                old, used = None, set()
+            old, used = state.get((scope, key), (None, set()))
+            if old == fp:
+                continue
+            if fp in used:
+                if scope == "vehicle":  # a vehicle went back to an older schema: a change too
+                    events.append((scope, key, old, fp, self._diff(old, fp)))
+                    state[(scope, key)] = (fp, used)
+                    changed[(scope, key)] = fp
+                continue  # a model seen with an older schema again keeps the newer one as current
             fresh.append((scope, key, fp))
-            self._state[(scope, key)] = (fp, used | {fp})
+            state[(scope, key)] = (fp, used | {fp})
             changed[(scope, key)] = fp
             if old is not None or scope == "model":
                 events.append((scope, key, old, fp, self._diff(old, fp)))
+        if fresh or events:
+            now = time.time()
+            ids = self.staging.record_schema_use(fresh, now, events, changed)
+        for k, v in state.items():  # committed: now memory may follow (most recently seen last)
+            self._state[k] = v
+            self._state.move_to_end(k)
         while len(self._state) > self.cached_keys:
             self._state.popitem(last=False)
             self.evicted += 1
         if not fresh and not events:
             return []
-        now = time.time()
-        ids = self.staging.record_schema_use(fresh, now, events, changed)
         out = []
         for event_id, (scope, key, old, new, detail) in zip(ids, events):
             event = {"id": event_id, "time": now, "kind": "new" if old is None else "change", "scope": scope,

@@ -14,6 +14,7 @@ import collections
 import dataclasses
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -76,6 +77,7 @@ class Sink:
                                  chunk_packets=config.chunk_packets,
                                  row_group_rows=config.row_group_rows)
         self._stop = asyncio.Event()
+        self._reject_lock = threading.Lock()
         self._flush_now = asyncio.Event()
         self.http_port: int | None = None
         self._gaps_cache: tuple[float, int] = (0.0, 0)
@@ -224,7 +226,8 @@ class Sink:
         return new, packet
 
     def _reject(self, reason: str, m: Incoming, detail: str) -> None:
-        self.stats.rejects[reason] += 1
+        with self._reject_lock:  # intake and the lake writer's housekeeping both reject
+            self.stats.rejects[reason] += 1
         self.quarantine.put(reason, m.topic, m.payload, detail)
 
     # -- lake writer ----------------------------------------------------------------------------
@@ -254,22 +257,34 @@ class Sink:
             if time.monotonic() >= self._next_prune:
                 self._next_prune = time.monotonic() + 3600
                 cutoff = time.time() - self.config.dedupe_days * 86400
-                pruned = await asyncio.to_thread(self.staging.prune, cutoff)
-                if pruned:
-                    log.info("pruned %d dedupe keys older than %g days", pruned, self.config.dedupe_days)
-                await asyncio.to_thread(self.expire_parked)
+                try:
+                    pruned = await asyncio.to_thread(self.staging.prune, cutoff)
+                    if pruned:
+                        log.info("pruned %d dedupe keys older than %g days", pruned, self.config.dedupe_days)
+                    await asyncio.to_thread(self.expire_parked)
+                except (StagingError, OSError) as exc:  # housekeeping: tried again in an hour
+                    log.error("staging housekeeping failed: %s", exc)
 
     def expire_parked(self, now: float | None = None) -> int:
         """Quarantine packets parked longer than ``park_days`` (their schema never arrived), so
-        staging stays bounded; returns how many."""
+        staging stays bounded; returns how many. A packet's bytes leave staging only after its
+        quarantine copy is written, and never while the quarantine is full (then they stay
+        parked, with a warning)."""
         cutoff = (time.time() if now is None else now) - self.config.park_days * 86400
         total = 0
-        while expired := self.staging.expire_parked(list(self.schemas), cutoff):
-            for vehicle, _boot, seq, fp, payload in expired:
+        while True:
+            room = self.quarantine.room()
+            expired = self.staging.parked_before(cutoff, min(1000, room)) if room else []
+            if not room and self.staging.parked_before(cutoff, 1):
+                log.warning("the quarantine is full: packets parked over %g days stay in staging",
+                            self.config.park_days)
+            if not expired:
+                break
+            for _id, vehicle, _boot, seq, fp, payload in expired:
                 self._reject("schema_never_arrived", Incoming(f"{self.config.topic_prefix}/{vehicle}/telemetry",
                                                               payload, 0, 0, False),
                              f"seq {seq}: schema {fp.hex()} unknown after {self.config.park_days:g} days")
-            total += len(expired)
+            total += self.staging.forget_parked([row[0] for row in expired])
         if total:
             log.warning("%d parked packets quarantined: their schema never arrived", total)
         return total

@@ -35,6 +35,18 @@ T = TypeVar("T")
 
 NEW, DUPLICATE, STALE = "new", "duplicate", "stale"
 
+# Lookups of many keys at once. A JOIN on a VALUES list, not "(a, b) IN (VALUES ...)": SQLite
+# (3.40) scans the whole table for the latter; the planner searches the key index for these
+# (tests/test_sink_registry.py checks the plans).
+SEEN_SQL = ("SELECT p.vehicle, p.boot, p.seq FROM (VALUES {marks}) v"
+            " JOIN packets p ON p.vehicle = v.column1 AND p.boot = v.column2 AND p.seq = v.column3")
+FLOORS_SQL = ("SELECT DISTINCT s.vehicle, s.boot, s.floor FROM (VALUES {marks}) v"
+              " JOIN streams s ON s.vehicle = v.column1 AND s.boot = v.column2 WHERE s.floor >= 0")
+USES_SQL = ("SELECT u.scope, u.key, u.fingerprint FROM (VALUES {marks}) v"
+            " JOIN schema_use u ON u.scope = v.column1 AND u.key = v.column2 ORDER BY u.first_seen")
+CURRENT_SQL = ("SELECT c.scope, c.key, c.fingerprint FROM (VALUES {marks}) v"
+               " JOIN schema_current c ON c.scope = v.column1 AND c.key = v.column2")
+
 
 @dataclasses.dataclass(frozen=True)
 class StagedPacket:
@@ -124,11 +136,8 @@ class Staging:
                 keys = [(p.vehicle, p.boot, p.seq) for p in packets[k:k + 300]]
                 marks = ",".join(["(?, ?, ?)"] * len(keys))
                 flat = [x for key in keys for x in key]
-                seen.update((v, bytes(b), s) for v, b, s in self._db.execute(
-                    f"SELECT vehicle, boot, seq FROM packets WHERE (vehicle, boot, seq) IN (VALUES {marks})", flat))
-                floors.update(((v, bytes(b)), f) for v, b, f in self._db.execute(
-                    f"SELECT vehicle, boot, floor FROM streams WHERE floor >= 0 AND (vehicle, boot) IN"
-                    f" (SELECT column1, column2 FROM (VALUES {marks}))", flat))
+                seen.update((v, bytes(b), s) for v, b, s in self._db.execute(SEEN_SQL.format(marks=marks), flat))
+                floors.update(((v, bytes(b)), f) for v, b, f in self._db.execute(FLOORS_SQL.format(marks=marks), flat))
             out, rows, payloads = [], [], []
             for p in packets:
                 key = (p.vehicle, p.boot, p.seq)
@@ -173,24 +182,28 @@ class Staging:
 
         return self._tx(run)
 
-    def expire_parked(self, fingerprints: Iterable[bytes], before: float, limit: int = 1000
-                      ) -> list[tuple[str, bytes, int, bytes, bytes]]:
-        """Take out up to ``limit`` parked packets (schema not among ``fingerprints``) received
-        before ``before``: their payload rows are deleted, their keys stay for dedupe. Returns
-        (vehicle, boot, seq, fingerprint, payload) of each, for the caller to quarantine."""
-        known = list(fingerprints)
-        marks = ",".join("?" * len(known))
+    def parked_before(self, before: float, limit: int) -> list[tuple[int, str, bytes, int, bytes, bytes]]:
+        """Up to ``limit`` packets parked (their schema unknown to this database) since before
+        ``before``: (id, vehicle, boot, seq, fingerprint, payload). Changes nothing."""
+        rows = self._read(
+            "SELECT p.id, p.vehicle, p.boot, p.seq, p.fingerprint, d.data FROM packets p JOIN payloads d ON d.id = p.id"
+            " WHERE p.pending = 1 AND p.batch IS NULL AND p.received < ?"
+            " AND p.fingerprint NOT IN (SELECT fingerprint FROM schemas) ORDER BY p.id LIMIT ?", (before, limit))
+        return [(i, v, bytes(b), q, bytes(f), bytes(d)) for i, v, b, q, f, d in rows]
 
-        def run() -> list[tuple[str, bytes, int, bytes, bytes]]:
-            rows = self._db.execute(
-                f"SELECT p.id, p.vehicle, p.boot, p.seq, p.fingerprint, d.data FROM packets p JOIN payloads d"
-                f" ON d.id = p.id WHERE p.pending = 1 AND p.batch IS NULL AND p.received < ?"
-                f"{f' AND p.fingerprint NOT IN ({marks})' if known else ''} ORDER BY p.id LIMIT ?",
-                (before, *known, limit)).fetchall()
-            ids = [(r[0],) for r in rows]
-            self._db.executemany("DELETE FROM payloads WHERE id = ?", ids)
-            self._db.executemany("UPDATE packets SET pending = 0 WHERE id = ?", ids)
-            return [(v, bytes(b), q, bytes(f), bytes(d)) for _, v, b, q, f, d in rows]
+    def forget_parked(self, ids: Sequence[int]) -> int:
+        """Drop the bytes of packets returned by :meth:`parked_before` once they are safe elsewhere
+        (their keys stay for dedupe); a packet whose schema arrived meanwhile is kept. Returns
+        how many were dropped."""
+
+        def run() -> int:
+            dropped = 0
+            for i in ids:
+                if self._db.execute("UPDATE packets SET pending = 0 WHERE id = ? AND pending = 1 AND batch IS NULL"
+                                    " AND fingerprint NOT IN (SELECT fingerprint FROM schemas)", (i,)).rowcount:
+                    self._db.execute("DELETE FROM payloads WHERE id = ?", (i,))
+                    dropped += 1
+            return dropped
 
         return self._tx(run)
 
@@ -313,12 +326,10 @@ class Staging:
             marks = ",".join(["(?, ?)"] * len(part))
             flat = [x for key in part for x in key]
             seen: dict[tuple[str, str], list[bytes]] = {}
-            for scope, key, fp in self._read(  # oldest first: the last one is current if no row below
-                    f"SELECT scope, key, fingerprint FROM schema_use WHERE (scope, key) IN (VALUES {marks})"
-                    f" ORDER BY first_seen", flat):
+            # oldest first: the last one is current when schema_current has no row (older databases)
+            for scope, key, fp in self._read(USES_SQL.format(marks=marks), flat):
                 seen.setdefault((scope, key), []).append(bytes(fp))
-            current = {(scope, key): bytes(fp) for scope, key, fp in self._read(
-                f"SELECT scope, key, fingerprint FROM schema_current WHERE (scope, key) IN (VALUES {marks})", flat)}
+            current = {(scope, key): bytes(fp) for scope, key, fp in self._read(CURRENT_SQL.format(marks=marks), flat)}
             for sk, fps in seen.items():
                 out[sk] = (current.get(sk, fps[-1]), set(fps))
         return out
@@ -327,7 +338,7 @@ class Staging:
                           events: Sequence[tuple[str, str, bytes | None, bytes, str]],
                           current: Mapping[tuple[str, str], bytes] | None = None) -> list[int]:
         """Store new (scope, key, fingerprint) uses, the current fingerprint of the keys whose
-        changed, and the change events; returns the event ids."""
+        fingerprint changed, and the change events; returns the event ids."""
 
         def run() -> list[int]:
             self._db.executemany("INSERT OR IGNORE INTO schema_use VALUES (?, ?, ?, ?)",

@@ -369,3 +369,29 @@ def test_packets_whose_schema_never_arrives_are_quarantined_after_park_days(tmp_
     assert sink.stats.duplicates == 1
     assert sink.flush() == 1  # CAR2's packet, whose schema is known
     sink.staging.close()
+
+
+def test_parked_packets_stay_when_the_quarantine_is_full_or_fails(tmp_path, schemas):
+    """Expiry never loses a packet: with the quarantine full they stay parked; when writing the
+    quarantine copy fails, the error surfaces and the packet stays staged."""
+    _, new = schemas
+    boot = uuid.uuid4().bytes
+    sink = _sink(tmp_path, park_days=1)
+    _feed(sink, [], [_packet(new, "CAR1", s, boot) for s in range(3)])
+    later = time.time() + 2 * 86400
+    sink.quarantine.max_files = 0
+    assert sink.expire_parked(now=later) == 0 and sink.staging.pending() == 3
+    sink.quarantine.max_files = 10
+    real_put = sink.quarantine._put
+
+    def failing(*args):
+        raise OSError("disk full")
+
+    sink.quarantine._put = failing
+    with pytest.raises(OSError):
+        sink.expire_parked(now=later)
+    assert sink.staging.pending() == 3
+    sink.quarantine._put = real_put
+    assert sink.expire_parked(now=later) == 3 and sink.staging.pending() == 0
+    assert len(list((tmp_path / "quarantine" / "schema_never_arrived").glob("*.bin"))) == 3
+    sink.staging.close()

@@ -44,3 +44,46 @@ def test_events_with_an_evicting_cache_and_a_restart(tmp_path):
     assert stored == [("model", "m", None, fa), ("model", "m", fa, fb), ("vehicle", "V1", fa, fb),
                       ("vehicle", "V1", fb, fa), ("vehicle", "V2", fa, fb)]
     staging.close()
+
+
+def test_many_key_lookups_search_the_key_indexes_instead_of_scanning(tmp_path):
+    """At fleet scale a table scan per intake commit is the difference between microseconds and
+    a fraction of a second: each batched key lookup must search its table's key index."""
+    import sqlite3
+
+    from cloud_sink import staging as st
+
+    Staging(tmp_path / "s.sqlite").close()
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    for sql, width, table, alias in ((st.SEEN_SQL, 3, "packets", "p"), (st.FLOORS_SQL, 3, "streams", "s"),
+                                     (st.USES_SQL, 2, "schema_use", "u"), (st.CURRENT_SQL, 2, "schema_current", "c")):
+        assert f"JOIN {table} {alias} " in sql
+        marks = ",".join(["(" + ", ".join("?" * width) + ")"] * 2)
+        plan = [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + sql.format(marks=marks), [1] * (2 * width))]
+        assert not any(step.split()[:2] in (["SCAN", alias], ["SCAN", table]) for step in plan), (table, plan)
+        assert any(step.startswith(f"SEARCH {alias} USING") for step in plan), (table, plan)
+    db.close()
+
+
+def test_a_failed_commit_leaves_memory_as_the_database_so_the_retry_raises_the_events(tmp_path):
+    import pytest
+
+    from cloud_sink.staging import StagingError
+
+    a, b = _schemas()
+    staging = Staging(tmp_path / "s.sqlite")
+    reg = SchemaRegistry(staging)
+    reg.observe([("m", "V1", a.fingerprint)])
+    real = staging.record_schema_use
+
+    def failing(*args, **kwargs):
+        raise StagingError("disk full")
+
+    staging.record_schema_use = failing
+    with pytest.raises(StagingError):
+        reg.observe([("m", "V1", b.fingerprint)])
+    staging.record_schema_use = real
+    assert _kinds(reg.observe([("m", "V1", b.fingerprint)])) == [
+        ("change", "model", "m", a.fingerprint.hex(), b.fingerprint.hex()),
+        ("change", "vehicle", "V1", a.fingerprint.hex(), b.fingerprint.hex())]
+    staging.close()
