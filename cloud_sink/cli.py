@@ -38,6 +38,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--roll-mib", type=float, help="MiB of waiting packets that trigger a write (default 128)")
     s.add_argument("--http", help="host:port for /metrics and /vehicles/{masked}/latest")
     s.add_argument("--http-token-file", type=Path, help="file holding the bearer token the HTTP API requires")
+    s.add_argument("--ca-file", type=Path, help="CA certificate of an mqtts:// broker")
     s.add_argument("--min-age", type=float, default=3600.0, help="compact: only files older than this (s)")
     s.add_argument("--json", action="store_true", help="gaps/compact: print JSON")
     s.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
@@ -54,6 +55,7 @@ def _config(args: argparse.Namespace):
         "topic_prefix": args.topic_prefix, "share_group": args.share_group, "client_id": args.client_id,
         "worker_id": args.worker_id, "roll_interval_s": args.roll_interval, "roll_mib": args.roll_mib,
         "http": args.http, "http_token_file": str(args.http_token_file) if args.http_token_file else None,
+        "ca_file": str(args.ca_file) if args.ca_file else None,
     }
     return load_config(args.config, overrides)
 
@@ -65,6 +67,15 @@ def run(args: argparse.Namespace) -> int:
 
     config = _config(args)
     if args.check_config:
+        from .config import ConfigError
+        from .lake import Lake
+
+        if config.ca_file and not Path(config.ca_file).is_file():
+            raise ConfigError(f"{args.config or 'command line'}: ca_file: {config.ca_file}: no such file")
+        try:  # parses the root (a URI's filesystem and options) without writing anything
+            Lake(config.lake_root, layout=config.layout, buckets=config.buckets, compression=config.compression)
+        except LakeError as exc:
+            raise ConfigError(f"{args.config or 'command line'}: lake.root: {exc}") from None
         share = f", share group {config.share_group}" if config.share_group else ""
         print(f"dcm sink: configuration ok (worker {config.worker}, broker {config.broker}, lake {config.lake_root}"
               f" in the {config.layout} layout{share})")

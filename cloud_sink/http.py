@@ -45,7 +45,8 @@ async def _require_token(request: web.Request, handler):
     token = request.app[TOKEN]
     given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
-    if not (scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token)):
+    offered = value.strip().encode("utf-8", "surrogateescape")  # any bytes a client sends: never a 500
+    if not (scheme.lower() == "bearer" and hmac.compare_digest(offered, token)):
         raise web.HTTPUnauthorized(text="a bearer token is required\n", headers={"WWW-Authenticate": "Bearer"})
     return await handler(request)
 
@@ -81,7 +82,7 @@ def make_app(sink: Sink, token: bytes | None = None) -> web.Application:
 async def serve(sink: Sink, host: str, port: int, stop: asyncio.Event,
                 on_bound: Callable[[int], None], token: bytes | None = None) -> None:
     """Serve until ``stop`` is set; ``on_bound`` gets the actual port (useful with port 0)."""
-    if token is None and host not in ("127.0.0.1", "::1", "localhost"):
+    if not token and host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("HTTP API on %s without a token (http_token_file): anyone who reaches it can read it", host)
     runner = web.AppRunner(make_app(sink, token), access_log=None)
     await runner.setup()

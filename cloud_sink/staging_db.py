@@ -57,7 +57,10 @@ class StagingError(Exception):
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating or migrating) a staging database: WAL, ``synchronous=FULL``, autocommit
     mode (callers open their own transactions)."""
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StagingError(f"{path}: {exc}") from exc
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")

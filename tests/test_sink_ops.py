@@ -175,6 +175,7 @@ def test_http_token_from_the_config_file_is_required_on_every_route(tmp_path):
         for name, path, headers in (
                 ("none", "/metrics", {}), ("wrong", "/metrics", {"Authorization": "Bearer nope"}),
                 ("basic", "/vehicles/00/latest", {"Authorization": "Basic czNjcmV0"}),
+                ("odd", "/metrics", {"Authorization": "Bearer \xe9t\xe9"}),  # not UTF-8 on the wire
                 ("metrics", "/metrics", {"Authorization": "Bearer s3cret-token-0123456789"}),
                 ("latest", "/vehicles/00/latest", {"Authorization": "bearer s3cret-token-0123456789"})):
             got[name] = await asyncio.to_thread(_get_with, base + path, headers)
@@ -183,7 +184,7 @@ def test_http_token_from_the_config_file_is_required_on_every_route(tmp_path):
 
     asyncio.run(run())
     sink.staging.close()
-    assert got["none"] == got["wrong"] == got["basic"] == (401, "Bearer")
+    assert got["none"] == got["wrong"] == got["basic"] == got["odd"] == (401, "Bearer")
     assert got["metrics"][0] == 200 and "dcm_sink_packets_in_total 0" in got["metrics"][1]
     assert got["latest"][0] == 404  # authorised; this vehicle is unknown
     token_file.write_text("short")
@@ -263,13 +264,18 @@ def test_the_deployed_example_config_and_unit_check_out(tmp_path, capsys):
     root = Path(__file__).resolve().parents[1]
     unit = (root / "deploy" / "dcm-sink@.service").read_text()
     start = next(line for line in unit.splitlines() if line.startswith("ExecStartPre="))
-    flags = start.split("--config /etc/dcm/sink.toml ", 1)[1].replace("%i", "3").split()
-    assert flags[-1] == "--check-config"
+    run = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert start.removeprefix("ExecStartPre=") == run.removeprefix("ExecStart=") + " --check-config"
+    flags = start.split("--config /etc/dcm/sink.toml ", 1)[1].replace("%i", "3").replace("%H", "host7").split()
     (tmp_path / "mask.key").write_bytes(b"0123456789abcdef")
     (tmp_path / "token").write_text("t" * 32)
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     flags = [f.replace("/var/lib/dcm-sink", str(tmp_path)) for f in flags]
-    code = dcm_main(["sink", "--config", str(root / "deploy" / "sink.example.toml"), *flags,
-                     "--secret-file", str(tmp_path / "mask.key"), "--http-token-file", str(tmp_path / "token")])
+    extra = ["--secret-file", str(tmp_path / "mask.key"), "--http-token-file", str(tmp_path / "token")]
+    example = ["sink", "--config", str(root / "deploy" / "sink.example.toml"), *flags, *extra]
+    assert dcm_main(example) == 2  # its ca_file is not on this machine
+    assert "ca_file: /etc/dcm/broker-ca.pem: no such file" in capsys.readouterr().err
+    code = dcm_main(example + ["--ca-file", str(tmp_path / "ca.pem")])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "worker w3" in out and "share group sinks" in out and "bucket layout" in out
+    assert "worker host7-3" in out and "share group sinks" in out and "bucket layout" in out

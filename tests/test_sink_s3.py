@@ -34,12 +34,14 @@ def s3_endpoint():
         mp.setenv(key, value)
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"{host}:{port}"
-    pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", allow_bucket_creation=True).create_dir(BUCKET)
-    yield endpoint
-    server.stop()
-    mp.undo()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"{host}:{port}"
+        pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", allow_bucket_creation=True).create_dir(BUCKET)
+        yield endpoint
+    finally:
+        server.stop()
+        mp.undo()
 
 
 @pytest.fixture(scope="module")
