@@ -1,0 +1,27 @@
+"""The benchmarks still run and print the figures the README quotes (tiny sizes: no speed is
+asserted here, only that each produces its keys, beside its baseline)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dcm.cli import main as dcm_main
+
+
+@pytest.mark.parametrize("argv, keys", [
+    (["codec", "--minutes", "2"], ["bytes_per_vehicle_minute_level19", "baseline_row_json_zstd_bytes"]),
+    (["sink", "--vehicles", "4", "--packets-per-vehicle", "2", "--minutes", "1", "--baseline-packets", "2",
+      "--layout", "bucket"], ["packets_per_s_per_core", "baseline_packets_per_s_per_core", "parquet_floor_us_per_packet",
+                              "packets_per_s_per_core_redecode"]),
+    (["staging", "--keys", "1000", "--batch", "50", "--commits", "1"], ["commit_ms", "baseline_scanning_commit_ms"]),
+    (["gateway", "--seconds", "0.5"], ["9k.us_per_frame", "9k.baseline_us_per_frame", "9k.frames_lost"]),
+])
+def test_bench_targets_run_and_print_their_figures(argv, keys, capsys):
+    assert dcm_main(["bench", argv[0], "--json", *argv[1:]]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in keys:
+        value = result
+        for part in key.split("."):
+            value = value[part]
+        assert isinstance(value, (int, float)) and (value > 0 or key.endswith("lost")), key
