@@ -2,8 +2,10 @@
 
 ``FORMAT`` is stored as ``PRAGMA user_version``. Layout 1 (unversioned) kept packet bytes inside
 ``packets``; layout 2 keeps them in ``payloads`` until their batch is in the lake, so assigning
-and finishing a batch never rewrites packet bytes. A layout-1 database is migrated in place, in
-one transaction; a newer one is refused.
+and finishing a batch never rewrites packet bytes; layout 3 adds ``schema_current`` (the
+fingerprint each model and vehicle sent last), which a layout-2 sink would not keep up to date,
+hence the new number. Older layouts are migrated in place, in one transaction; a newer one is
+refused.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS packets (  -- small rows: assigning a batch does not rewrite payloads
@@ -76,11 +78,11 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def _open_layout(db: sqlite3.Connection, path: Path) -> None:
-    """Create the tables, or bring a layout-1 database to layout 2, in one transaction either way."""
+    """Create the tables, or bring an older layout to this one, in one transaction either way."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version == 0 and db.execute("SELECT 1 FROM pragma_table_info('packets') WHERE name = 'payload'").fetchone():
         version = 1  # written before the layout was versioned
-    if version not in (0, 1, FORMAT):
+    if version not in (0, 1, 2, FORMAT):
         raise StagingError(f"{path}: staging layout {version} is newer than this sink's ({FORMAT})")
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -95,6 +97,8 @@ def _open_layout(db: sqlite3.Connection, path: Path) -> None:
                                " WHERE payload IS NOT NULL").rowcount
             db.execute("UPDATE packets SET pending = 1, payload = NULL WHERE payload IS NOT NULL")
             log.info("%s: staging layout 1 migrated to %d (%d pending packets)", path, FORMAT, moved)
+        elif version == 2:  # layout 3 only adds schema_current (created above)
+            log.info("%s: staging layout 2 migrated to %d", path, FORMAT)
         db.execute(f"PRAGMA user_version = {FORMAT}")
         db.execute("COMMIT")
     except BaseException:

@@ -336,7 +336,7 @@ def test_a_staging_database_of_layout_1_is_migrated_and_its_pending_packets_writ
     assert _lake_counts(tmp_path) == [(mask_vehicle(SECRET, "CAR1"), 1, 20, 20)]
     sink.staging.close()
     db = sqlite3.connect(state)
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    assert db.execute("PRAGMA user_version").fetchone() == (3,)
     assert db.execute("SELECT COUNT(*) FROM payloads").fetchone() == (0,)
     db.close()
 
@@ -347,9 +347,9 @@ def test_a_staging_database_of_a_newer_layout_is_refused(tmp_path):
     from cloud_sink.staging import Staging, StagingError
 
     db = sqlite3.connect(tmp_path / "new.sqlite")
-    db.execute("PRAGMA user_version = 3")
+    db.execute("PRAGMA user_version = 4")
     db.close()
-    with pytest.raises(StagingError, match="layout 3 is newer"):
+    with pytest.raises(StagingError, match="layout 4 is newer"):
         Staging(tmp_path / "new.sqlite")
 
 
@@ -395,3 +395,21 @@ def test_parked_packets_stay_when_the_quarantine_is_full_or_fails(tmp_path, sche
     assert sink.expire_parked(now=later) == 3 and sink.staging.pending() == 0
     assert len(list((tmp_path / "quarantine" / "schema_never_arrived").glob("*.bin"))) == 3
     sink.staging.close()
+
+
+def test_a_staging_database_of_layout_2_gains_schema_current(tmp_path):
+    import sqlite3
+
+    from cloud_sink.staging import Staging
+
+    Staging(tmp_path / "s.sqlite").close()
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    db.execute("DROP TABLE schema_current")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    Staging(tmp_path / "s.sqlite").close()
+    db = sqlite3.connect(tmp_path / "s.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone() == (3,)
+    assert db.execute("SELECT COUNT(*) FROM schema_current").fetchone() == (0,)
+    db.close()
