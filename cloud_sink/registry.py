@@ -59,8 +59,9 @@ class SchemaRegistry:
         (the intake retries the batch) leaves memory as the database is."""
         pairs = [(scope, key, fp) for model, vehicle, fp in uses
                  for scope, key in (("model", model), ("vehicle", vehicle))]
-        state = {k: self._state[k] for k in dict.fromkeys((scope, key) for scope, key, _ in pairs) if k in self._state}
-        missing = [k for k in dict.fromkeys((scope, key) for scope, key, _ in pairs) if k not in state]
+        keys = list(dict.fromkeys((scope, key) for scope, key, _ in pairs))
+        state = {k: self._state[k] for k in keys if k in self._state}
+        missing = [k for k in keys if k not in state]
         if missing:
             state.update(self.staging.schema_state(missing))
         fresh: list[tuple[str, str, bytes]] = []

@@ -197,13 +197,11 @@ class Staging:
         how many were dropped."""
 
         def run() -> int:
-            dropped = 0
-            for i in ids:
-                if self._db.execute("UPDATE packets SET pending = 0 WHERE id = ? AND pending = 1 AND batch IS NULL"
-                                    " AND fingerprint NOT IN (SELECT fingerprint FROM schemas)", (i,)).rowcount:
-                    self._db.execute("DELETE FROM payloads WHERE id = ?", (i,))
-                    dropped += 1
-            return dropped
+            still = [i for i in ids if self._db.execute(
+                "SELECT 1 FROM packets WHERE id = ? AND pending = 1 AND batch IS NULL"
+                " AND fingerprint NOT IN (SELECT fingerprint FROM schemas)", (i,)).fetchone()]
+            self._release(still)
+            return len(still)
 
         return self._tx(run)
 
@@ -292,15 +290,15 @@ class Staging:
 
         self._tx(run)
 
-    def drop(self, keys: Iterable[tuple[str, bytes, int]]) -> None:
+    def drop(self, ids: Sequence[int]) -> None:
         """Forget the payloads of packets rejected at write time (their keys stay for dedupe)."""
-        def run() -> None:
-            ids = [(i,) for key in keys for (i,) in self._db.execute(
-                "SELECT id FROM packets WHERE vehicle = ? AND boot = ? AND seq = ?", key)]
-            self._db.executemany("DELETE FROM payloads WHERE id = ?", ids)
-            self._db.executemany("UPDATE packets SET pending = 0 WHERE id = ?", ids)
+        self._tx(lambda: self._release(ids))
 
-        self._tx(run)
+    def _release(self, ids: Sequence[int]) -> None:
+        """Inside a transaction: delete packets' bytes and mark them no longer pending."""
+        rows = [(i,) for i in ids]
+        self._db.executemany("DELETE FROM payloads WHERE id = ?", rows)
+        self._db.executemany("UPDATE packets SET pending = 0 WHERE id = ?", rows)
 
     # -- schemas --------------------------------------------------------------------------------
 

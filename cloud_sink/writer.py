@@ -88,7 +88,7 @@ class LakeWriter:
     def write_batch(self, batch: int, redo: bool, staged: list[StagedPacket]) -> BatchResult:
         """Write one batch's files; the caller marks the batch finished with the result."""
         result = BatchResult([], 0, 0, 0, collections.Counter(), {})
-        bad: list[tuple[str, bytes, int]] = []
+        bad: list[int] = []  # ids of staged packets rejected while writing
         i = 0
         while i < len(staged):
             key = (staged[i].model, staged[i].start_time // DAY, staged[i].fingerprint)
@@ -119,14 +119,14 @@ class LakeWriter:
                     packet = inspect(payloads[sp.id])
                 except PacketDecodeError as exc:  # intake checked it: only a corrupted staging row gets here
                     self.quarantine.put(exc.reason, f"staging/{sp.vehicle}", payloads[sp.id], exc.detail)
-                    bad.append(sp.key)
+                    bad.append(sp.id)
                     continue
             if packet.columns != len(schema.columns):
                 payload = payloads.get(sp.id) or self.staging.payloads([sp.id]).get(sp.id, b"")
                 self.quarantine.put("schema_mismatch", f"staging/{sp.vehicle}", payload,
                                     f"{packet.columns} columns, schema {sp.fingerprint.hex()} has"
                                     f" {len(schema.columns)}")
-                bad.append(sp.key)
+                bad.append(sp.id)
                 continue
             out.append((sp, packet))
         return out
