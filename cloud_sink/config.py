@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from dcm.broker import BrokerError, BrokerUrl
+from minute_packet import Topics, TopicError
+from minute_packet.topics import check_prefix
 from dcm.cli import InputError
 
 from .lake import LAYOUTS
@@ -100,8 +102,8 @@ class SinkConfig:
             (self.park_days > 0, "park_days", "must be positive"),
             (self.intake_batch > 0 and self.queue_size > 0, "intake_batch", "must be positive"),
             (0 <= self.http_port < 65536, "http_port", "must be 0..65535"),
-            (bool(self.topic_prefix) and "+" not in self.topic_prefix and "#" not in self.topic_prefix,
-             "topic_prefix", "must be a non-empty topic without wildcards"),
+            (_valid_prefix(self.topic_prefix), "topic_prefix",
+             "must be 1..8 non-empty topic levels without '+', '#', NUL or a leading '$'"),
             (self.share_group is None or (self.share_group and "/" not in self.share_group
                                           and "+" not in self.share_group and "#" not in self.share_group),
              "share_group", "must be a name without '/', '+' or '#'"),
@@ -112,8 +114,20 @@ class SinkConfig:
                 raise ConfigError(f"{key}: {why}")
 
     @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    @property
     def worker(self) -> str:
         return self.worker_id or self.client_id
+
+
+def _valid_prefix(prefix: object) -> bool:
+    try:
+        check_prefix(prefix)  # type: ignore[arg-type]
+    except TopicError:
+        return False
+    return True
 
 
 DEMO_SECRET = b"dcm-demo-secret"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import dbc as dbc_files
-from minute_packet import PacketDecodeError, Schema, SchemaError, schema_from_dbc
+from minute_packet import PacketDecodeError, Schema, SchemaError, TopicError, schema_from_dbc
 from minute_packet.codec import PacketInfo, inspect
 
 from .config import SinkConfig
@@ -84,11 +84,11 @@ class Sink:
         self._next_prune = 0.0
         self._backoff = 1.0
         self._loop: asyncio.AbstractEventLoop | None = None
-        prefix = config.topic_prefix
-        telemetry = f"{prefix}/+/telemetry"
+        self.topics = config.topics
+        telemetry = self.topics.all_vehicles("telemetry")
         if config.share_group:
-            telemetry = f"$share/{config.share_group}/{telemetry}"
-        self.intake = MqttIntake(config.broker, client_id=config.client_id, topics=[telemetry, f"{prefix}/schemas/+"],
+            telemetry = self.topics.shared(config.share_group, telemetry)
+        self.intake = MqttIntake(config.broker, client_id=config.client_id, topics=[telemetry, self.topics.all_schemas],
                                  queue_size=config.queue_size, ca_file=config.ca_file)
 
     def mask(self, vehicle_id: str) -> str:
@@ -105,7 +105,7 @@ class Sink:
 
     def _publish_event(self, event: dict) -> None:
         self.stats.schema_events += 1
-        if not self.intake.publish(f"{self.config.topic_prefix}/events/schema", json.dumps(event).encode()):
+        if not self.intake.publish(self.topics.schema_events, json.dumps(event).encode()):
             self.stats.events_dropped += 1
 
     def stop(self) -> None:
@@ -183,7 +183,7 @@ class Sink:
                 self.cache.put(packet)
                 uses.append((item.model, self.mask(item.vehicle), item.fingerprint))
             elif status == STALE:  # older than the dedupe window: kept aside, not risked as a duplicate
-                self.quarantine.put("older_than_dedupe_window", f"{self.config.topic_prefix}/{item.vehicle}/telemetry",
+                self.quarantine.put("older_than_dedupe_window", self.topics.telemetry(item.vehicle),
                                     item.payload, f"seq {item.seq} is at or below the pruned floor")
             else:
                 self.stats.duplicates += 1
@@ -191,14 +191,18 @@ class Sink:
             self.registry.observe(uses)
 
     def _accept(self, m: Incoming) -> tuple[NewPacket, PacketInfo] | None:
-        parts = m.topic.split("/")
-        if len(parts) == 3 and parts[1] == "schemas":
+        try:
+            topic = self.topics.parse(m.topic)
+        except TopicError as exc:
+            self._reject("bad_topic", m, str(exc))
+            return None
+        if topic.kind == "schema":
             try:
                 schema = Schema.from_json(m.payload)
             except SchemaError as exc:
                 self._reject("bad_schema", m, str(exc))
                 return None
-            if schema.fingerprint.hex() != parts[2]:
+            if schema.fingerprint != topic.fingerprint:
                 self._reject("schema_fingerprint_mismatch", m, "topic and content differ")
                 return None
             self._learn(schema, m.payload)
@@ -210,7 +214,7 @@ class Sink:
         except PacketDecodeError as exc:
             self._reject(exc.reason, m, exc.detail)
             return None
-        if len(parts) != 3 or parts[1] != packet.vehicle_id:
+        if topic.kind != "telemetry" or topic.vehicle != packet.vehicle_id:
             self._reject("vehicle_mismatch", m, f"packet is from {packet.vehicle_id!r}")
             return None
         schema = self.schemas.get(packet.fingerprint)
@@ -281,7 +285,7 @@ class Sink:
             if not expired:
                 break
             for _id, vehicle, _boot, seq, fp, payload in expired:
-                self._reject("schema_never_arrived", Incoming(f"{self.config.topic_prefix}/{vehicle}/telemetry",
+                self._reject("schema_never_arrived", Incoming(self.topics.telemetry(vehicle),
                                                               payload, 0, 0, False),
                              f"seq {seq}: schema {fp.hex()} unknown after {self.config.park_days:g} days")
             total += self.staging.forget_parked([row[0] for row in expired])

@@ -41,6 +41,7 @@ class DemoSettings:
     seed: int = 1
     workdir: Path | None = None
     start_time: int | None = None  # Unix seconds; default: the current minute
+    topic_prefix: str | None = None  # default: dcm-demo-<run id>, private to this run
 
 
 class DemoError(Exception):
@@ -62,7 +63,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
     say = progress or (lambda msg: log.info("%s", msg))
     t_begin = time.monotonic()
     run_id = uuid.uuid4().hex[:8]
-    prefix = f"dcm-demo-{run_id}"
+    prefix = settings.topic_prefix or f"dcm-demo-{run_id}"
     start = settings.start_time or int(time.time()) // 60 * 60
     sink = Sink(SinkConfig(
         broker=broker, lake_root=work / "lake", state_path=work / "sink" / "state.sqlite",

@@ -14,7 +14,8 @@ from typing import Any
 
 import dbc as dbc_files
 from dcm.broker import BrokerError, BrokerUrl
-from minute_packet import Collection, SchemaError
+from minute_packet import Collection, SchemaError, Topics, TopicError
+from minute_packet.topics import check_prefix, check_vehicle_id
 
 
 class ConfigError(Exception):
@@ -47,13 +48,24 @@ class GatewayConfig:
     clock_step_s: float = 1.0  # a wall-clock change larger than this between frames is a step
     clock_slew: float = 0.1  # after a backward step, sample time runs this much slower until corrected
 
+    def __post_init__(self) -> None:
+        try:
+            check_vehicle_id(self.vehicle_id)
+            check_prefix(self.topic_prefix)
+        except TopicError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
     @property
     def telemetry_topic(self) -> str:
-        return f"{self.topic_prefix}/{self.vehicle_id}/telemetry"
+        return self.topics.telemetry(self.vehicle_id)
 
     @property
     def status_topic(self) -> str:
-        return f"{self.topic_prefix}/{self.vehicle_id}/status"
+        return self.topics.status(self.vehicle_id)
 
 
 # key in the TOML file → (GatewayConfig field, type check/convert)
@@ -86,15 +98,18 @@ def _level(v: Any) -> int:
     return v
 
 
-def _topic_part(v: Any) -> str:
-    v = _str(v)
-    if any(ch in v for ch in "+#/"):
-        raise ValueError("must not contain '/', '+' or '#'")
-    return v
+def _topic_check(check: Any) -> Any:
+    def convert(v: Any) -> str:
+        try:
+            return check(_str(v))
+        except TopicError as exc:
+            raise ValueError(str(exc)) from None
+
+    return convert
 
 
 _KEYS: dict[str, tuple[str, Any]] = {
-    "vehicle_id": ("vehicle_id", _topic_part),
+    "vehicle_id": ("vehicle_id", _topic_check(check_vehicle_id)),
     "model": ("model", _str),
     "can.interface": ("interface", _str),
     "can.channel": ("channel", _str),
@@ -104,7 +119,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "can.rcvbuf_mb": ("rcvbuf_bytes", lambda v: int(_positive(float)(v) * (1 << 20))),
     "dbc.path": ("dbc_path", lambda v: Path(_str(v))),
     "mqtt.url": ("broker", lambda v: BrokerUrl.parse(_str(v))),
-    "mqtt.topic_prefix": ("topic_prefix", _str),
+    "mqtt.topic_prefix": ("topic_prefix", _topic_check(check_prefix)),
     "mqtt.ca_file": ("ca_file", _str),
     "mqtt.cert_file": ("cert_file", _str),
     "mqtt.key_file": ("key_file", _str),

@@ -94,7 +94,7 @@ class Gateway:
             PublisherSettings(
                 broker=config.broker,
                 client_id=f"dcm-gw-{config.vehicle_id}",
-                schema_topic=f"{config.topic_prefix}/schemas/{self.schema.fingerprint.hex()}",
+                schema_topic=config.topics.schema(self.schema.fingerprint),
                 schema_payload=self.schema.to_json(),
                 status_topic=config.status_topic,
                 ca_file=config.ca_file,

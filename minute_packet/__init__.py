@@ -5,8 +5,9 @@ says which signal each column holds. The format is specified in
 ``docs/packet-format.md``.
 """
 from .codec import MinutePacket, decode, encode
-from .errors import PacketDecodeError, PacketEncodeError, PacketError, SchemaError
+from .errors import PacketDecodeError, PacketEncodeError, PacketError, SchemaError, TopicError
 from .schema import Collection, Column, Schema, schema_from_dbc
+from .topics import Topic, Topics
 
 __all__ = [
     "Collection",
@@ -17,6 +18,9 @@ __all__ = [
     "PacketError",
     "Schema",
     "SchemaError",
+    "Topic",
+    "TopicError",
+    "Topics",
     "decode",
     "encode",
     "schema_from_dbc",

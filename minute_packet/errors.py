@@ -5,7 +5,8 @@
     PacketError
     ├── PacketEncodeError   the caller handed the encoder something invalid
     ├── PacketDecodeError   bytes off the wire are not a valid packet (has .reason)
-    └── SchemaError         a schema or collection config is invalid or unknown
+    ├── SchemaError         a schema or collection config is invalid or unknown
+    └── TopicError          a topic, prefix or vehicle id is not one the topics module builds
 """
 from __future__ import annotations
 
@@ -29,3 +30,7 @@ class PacketDecodeError(PacketError):
 
 class SchemaError(PacketError):
     """A schema or collection config is invalid."""
+
+
+class TopicError(PacketError, ValueError):
+    """A topic, topic prefix or vehicle id is not valid (see :mod:`minute_packet.topics`)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dcm.broker import BrokerUrl
-from minute_packet import encode
+from minute_packet import Topics, encode
 
 from .faults import FaultInjector, Outgoing
 from .fleet_generator import FleetGenerator
@@ -63,15 +63,16 @@ class FleetRun:
             progress: Callable[[dict[str, Any]], None] | None = None, progress_every_s: float = 1.0
             ) -> dict[str, Any]:
         cfg, spec, gen = self.config, self.config.spec, self.generator
+        topics = Topics(cfg.topic_prefix)
         stop = stop or threading.Event()
         mux = None
         if cfg.broker is not None:
-            retained = [(f"{cfg.topic_prefix}/schemas/{s.fingerprint.hex()}", s.to_json())
+            retained = [(topics.schema(s.fingerprint), s.to_json())
                         for s in gen.schemas.values()]
             mux = MqttMux(cfg.broker, connections=self.connections, client_prefix=cfg.client_prefix,
                           window=cfg.window, queue_size=cfg.queue_size, retained=retained)
             mux.start()
-        topics = [f"{cfg.topic_prefix}/{p.vehicle_id}/telemetry" for p in gen.plans]
+        telemetry = [topics.telemetry(p.vehicle_id) for p in gen.plans]
         t_wall0, cpu0 = time.monotonic(), time.process_time()
         next_progress = t_wall0
         interval, groups = spec.interval_s, len(gen.groups)
@@ -79,7 +80,7 @@ class FleetRun:
         def send(items: list[Outgoing]) -> None:
             for item in items:
                 if mux is not None:
-                    mux.publish(item.vehicle % self.connections, topics[item.vehicle], item.payload)
+                    mux.publish(item.vehicle % self.connections, telemetry[item.vehicle], item.payload)
                 self.counters["messages"] += 1
 
         def report(final: bool = False) -> None:

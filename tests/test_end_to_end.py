@@ -57,6 +57,14 @@ def test_another_dbc_end_to_end(tmp_path, broker):
     _check(result, 1, 65)
 
 
+def test_a_multi_level_topic_prefix_end_to_end(tmp_path, broker):
+    """Gateway and sink under a 3-level prefix: every packet is stored, nothing is quarantined."""
+    prefix = f"fleet/eu/{tmp_path.name[-12:]}"
+    result = run_demo(DemoSettings(vehicles=1, duration_s=65, broker=str(broker), seed=9, workdir=tmp_path,
+                                   start_time=T0, topic_prefix=prefix))
+    _check(result, 1, 65)
+
+
 def test_demo_command_prints_json_with_a_private_broker(tmp_path):
     out = subprocess.run([sys.executable, "-m", "dcm.cli", "demo", "--json", "--vehicles", "1", "--duration", "61"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
