@@ -21,8 +21,6 @@ itself is atomic.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -32,6 +30,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from minute_packet.masking import mask_vehicle  # noqa: F401  (re-exported: the lake names partitions with it)
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,6 @@ OUTPUT_BUFFER = 1 << 20  # bytes buffered per open lake file (one file is open a
 
 class LakeError(Exception):
     """The lake root cannot be opened or a file cannot be written."""
-
-
-def mask_vehicle(secret: bytes, vehicle_id: str) -> str:
-    """A stable pseudonym for a vehicle id (HMAC-SHA256, 16 hex digits)."""
-    return hmac.new(secret, vehicle_id.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def safe_value(value: str) -> str:
