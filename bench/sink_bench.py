@@ -72,6 +72,8 @@ def _pipeline(args: argparse.Namespace, schema: Any, blobs: list[tuple[str, byte
                            buckets=args.buckets, chunk_packets=args.chunk, decoded_cache=cache,
                            row_group_rows=args.row_group_rows,
                            compression=args.compression, max_batch_packets=args.batch))
+    from minute_packet import Topics
+
     sink.ingest([Incoming(Topics().schema(schema.fingerprint), schema.to_json(), 0, 1, True)])
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     ingest_cpu = 0.0
@@ -141,6 +143,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tuned = keep_freed_memory()  # as `dcm sink` does at start
 
     _, schema, packets = _packets(args)
+    from minute_packet import Topics
+
     blobs = [(Topics().telemetry(p.vehicle_id), encode(p)) for p in packets]
     n = len(blobs)
     t = time.process_time()

@@ -23,6 +23,7 @@ import pyarrow as pa
 import dbc as dbc_files
 from minute_packet import PacketDecodeError, Schema, SchemaError, TopicError, schema_from_dbc
 from minute_packet.codec import PacketInfo, inspect
+from minute_packet.schema import SCHEMA_VERSIONS
 
 from .config import SinkConfig
 from .http import Sample, serve
@@ -68,8 +69,10 @@ class Sink:
         self.registry = SchemaRegistry(self.staging, self._publish_event)
         self.schemas = self.registry.schemas
         for path in config.dbc_paths:
-            schema = schema_from_dbc(dbc_files.load(path), source=Path(path).name)
-            self._learn(schema, schema.to_json())
+            db = dbc_files.load(path)
+            for version in SCHEMA_VERSIONS:  # packets of older gateways (schema v1) decode too
+                schema = schema_from_dbc(db, source=Path(path).name, version=version)
+                self._learn(schema, schema.to_json())
         self.cache = DecodedCache(config.decoded_cache)
         self._masks: dict[str, str] = {}
         self.writer = LakeWriter(self.lake, self.staging, self.quarantine, worker_id=config.worker,

@@ -2,9 +2,9 @@
 
 One row per vehicle-second with at least one value: ``ts`` (UTC seconds),
 ``boot_id``, ``seq``, optionally ``vehicle`` (the masked id, in the bucket
-layout), one column per schema column holding *physical* values (int64
-where the DBC scaling keeps integers, else float64; null where the signal
-was not seen) and ``out_of_range``: the names of the columns whose value in
+layout), one column per schema column holding *physical* values (of the
+column's ``value_type``: int64 or uint64 where the DBC scaling keeps
+integers, else float64; null where the signal was not seen) and ``out_of_range``: the names of the columns whose value in
 that row lies outside the DBC's ``[minimum, maximum]`` (empty list when all
 are in range). Values are stored as sent, flagged, never clipped.
 
@@ -25,6 +25,7 @@ from minute_packet import MinutePacket, Schema
 from minute_packet.codec import PacketInfo, fill, fill_many
 
 TS_TYPE = pa.timestamp("s", tz="UTC")
+_ARROW_TYPES = {"int64": pa.int64(), "uint64": pa.uint64(), "float64": pa.float64()}
 Latest = dict[str, dict[str, tuple[int, float]]]
 
 
@@ -32,11 +33,15 @@ Latest = dict[str, dict[str, tuple[int, float]]]
 class _Group:
     index: np.ndarray  # schema column indices
     kind: str
-    integer: bool
+    value_type: str  # int64, uint64 or float64 (Column.value_type)
     scale: np.ndarray
     offset: np.ndarray
     minimum: np.ndarray
     maximum: np.ndarray
+
+    @property
+    def integer(self) -> bool:
+        return self.value_type != "float64"
 
     @property
     def scaled(self) -> bool:
@@ -75,21 +80,21 @@ class TableBuilder:
         self._names_object = np.array(self.names, dtype=object)
         # columns sharing a conversion: raw kind, integer-valued, and whether a scale or offset
         # applies at all (most integer signals have neither, so their values are used as decoded)
-        keys: dict[tuple[str, bool, bool, bool], list[int]] = {}
+        keys: dict[tuple[str, str, bool, bool], list[int]] = {}
         for i, col in enumerate(schema.columns):
-            keys.setdefault((col.kind, col.integer_valued, col.scale != 1, col.offset != 0), []).append(i)
+            keys.setdefault((col.kind, col.value_type, col.scale != 1, col.offset != 0), []).append(i)
         self.groups: list[_Group] = []
-        for (kind, integer, _, _), idx in keys.items():
+        for (kind, value_type, _, _), idx in keys.items():
             cols = [schema.columns[i] for i in idx]
             unset = [c.minimum is not None and c.maximum is not None and c.minimum == c.maximum == 0 for c in cols]
+            integer = value_type != "float64"
+            dtype = np.dtype(value_type)
             self.groups.append(_Group(
                 index=np.array(idx),
                 kind=kind,
-                integer=integer,
-                scale=np.array([int(c.scale) if integer else float(c.scale) for c in cols],
-                               dtype=np.int64 if integer else np.float64)[:, None],
-                offset=np.array([int(c.offset) if integer else float(c.offset) for c in cols],
-                                dtype=np.int64 if integer else np.float64)[:, None],
+                value_type=value_type,
+                scale=np.array([int(c.scale) if integer else float(c.scale) for c in cols], dtype=dtype)[:, None],
+                offset=np.array([int(c.offset) if integer else float(c.offset) for c in cols], dtype=dtype)[:, None],
                 # a DBC range of [0, 0] means "not given"
                 minimum=np.array([-np.inf if r else _bound(c.minimum, -np.inf) for c, r in zip(cols, unset)])[:, None],
                 maximum=np.array([np.inf if r else _bound(c.maximum, np.inf) for c, r in zip(cols, unset)])[:, None],
@@ -99,16 +104,17 @@ class TableBuilder:
         order = np.concatenate([g.index for g in self.groups])
         self._row_of = np.empty(len(order), dtype=np.int64)
         self._row_of[order] = np.arange(len(order))
+        # integer columns whose values may not fit a float64 exactly: (group, row in group, column)
+        self._wide = [(b, j, int(c)) for b, g in enumerate(self.groups) if g.integer
+                      for j, c in enumerate(g.index) if schema.columns[c].bit_length > 53]
         bounds = np.cumsum([0] + [len(g.index) for g in self.groups])
         self._blocks = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def _physical(self, g: _Group, raw: np.ndarray) -> np.ndarray:
         """Physical values of a group from its raw rows (a block of the chunk's own matrix, so
         converted in place where the type allows)."""
-        if g.integer:
-            if g.kind == "f32":  # never integer-valued; kept for completeness
-                raw = raw.astype(np.uint32).view(np.float32).astype(np.int64)
-            out = raw.view(np.int64)  # what astype(int64) gives for int and uint bit patterns alike
+        if g.integer:  # int or uint raw values whose physical values fit value_type exactly
+            out = raw.view(np.dtype(g.value_type))  # two's complement bits: astype for int and uint alike
         elif g.kind in ("int", "uint"):
             numbers = raw.view(np.int64) if g.kind == "int" else raw
             if g.scaled:  # converted and scaled in one pass (the same float64 arithmetic)
@@ -187,7 +193,7 @@ class TableBuilder:
         for g, block, phys in zip(self.groups, self._blocks, physical):
             bits = np.packbits(present[block], axis=1, bitorder="little")
             counts = np.bitwise_count(bits).sum(axis=1, dtype=np.int64)  # padding bits are zero
-            typ = pa.int64() if g.integer else pa.float64()
+            typ = _ARROW_TYPES[g.value_type]
             phys = np.ascontiguousarray(phys)
             for j, c in enumerate(g.index):
                 nulls = m - int(counts[j])
@@ -238,6 +244,12 @@ class TableBuilder:
             sel = has[:, v]
             out[masked[seg[v]]] = dict(zip(self._names_object[sel].tolist(),
                                            zip(times[sel, v].tolist(), values[sel, v].tolist())))
+        for block, row, c in self._wide:  # integers beyond float64's 2^53: the exact value, not a rounding
+            phys = physical[block]
+            for v in range(len(seg) - 1):
+                i = int(last[c, v])
+                if i >= 0:
+                    out[masked[seg[v]]][self.names[c]] = (int(times[c, v]), int(phys[row, i]))
         return out
 
 

@@ -68,7 +68,10 @@ class Sampler:
         self._second: int | None = None  # the second being sampled
         self._closed = -1  # last second already closed: frames at or before it are late
         self._latest: dict[int, bytes] = {}
-        self._acc: dict[int, list] = {}  # column -> [last, min, max, sum, count]
+        self._acc: dict[int, list] = {}  # column -> [last, min, max, sum, count] of raw values
+        # schema v2: min/max are the physical extremes, which a negative scale takes from the raw max/min
+        self._swapped = frozenset(i for i, c in enumerate(schema.columns)
+                                  if schema.version >= 2 and c.aggregate in ("min", "max") and c.scale < 0)
         self._plans = self.decoder.plans
         self._bad_frames = RateLimitedLog(log, "malformed frame")
 
@@ -167,6 +170,8 @@ class Sampler:
         for index, (last, lo, hi, total, count) in self._acc.items():
             col = self.schema.columns[index]
             agg = col.aggregate
+            if index in self._swapped:  # negative scale: the raw maximum is the physical minimum
+                lo, hi = hi, lo
             v = last if agg == "last" else lo if agg == "min" else hi if agg == "max" else total / count
             values[index] = to_bits(v, col.kind)
             present[index] = True

@@ -37,7 +37,7 @@ VEHICLE_CONSTANTS: dict[str, tuple[float, float]] = {
 
 def raw_bounds(col: Column) -> tuple[float, float]:
     """Raw range of an integer column: its bits' range intersected with the DBC min/max."""
-    bits = int(col.layout.split("|")[1]) if col.layout else 64
+    bits = col.bit_length
     if col.kind == "int":
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     else:
@@ -92,7 +92,7 @@ class WindowBuilder:
             lo, hi = VEHICLE_CONSTANTS.get(c.signal, (0.0, 0.0))
             const_phys[k, :, 0] = rng.uniform(lo, hi, n) if hi > lo else lo
         self.const_raw = to_raw([cols[i] for i in self.const_idx], const_phys)[:, :, 0]  # (k, n)
-        self.moduli = np.array([2 ** int(cols[i].layout.split("|")[1]) for i in self.counter_idx], dtype=np.int64)
+        self.moduli = np.array([2 ** cols[i].bit_length for i in self.counter_idx], dtype=np.int64)
         self.phase = rng.integers(0, 1 << 16, n)
         self.phys = np.zeros((len(self.driven_idx), n, rows))
         self.present = np.ones((len(cols), rows), dtype=bool)
