@@ -1,4 +1,4 @@
-"""Encode and decode minute packets (format version 1, see ``docs/packet-format.md``).
+"""Encode and decode minute packets (format version 2, version 1 still read; ``docs/packet-format.md``).
 
 A minute packet carries up to ``MAX_ROWS`` one-second rows of one vehicle.
 Values are the DBC's *raw* bit patterns (two's complement for signed
@@ -10,6 +10,10 @@ fingerprint the packet carries, so names never travel in a packet.
 Wire layout::
 
     b"MP" | version (1 byte) | flags (1 byte, 0) | zstd frame of a msgpack map
+
+Version 2 differs from version 1 only in that the zstd frame must carry its
+content checksum (XXH64), so corruption in transit or at rest is rejected
+(``corrupt_compression``) instead of decoded into other values.
 
 Inside, each column is stored as its first value plus zig-zag deltas; columns
 are grouped by the byte width their deltas need (0 = constant) and each
@@ -30,7 +34,13 @@ import zstandard
 from .errors import PacketDecodeError, PacketEncodeError
 
 MAGIC = b"MP"
-VERSION = 1
+VERSION = 2  # what encode writes
+READ_VERSIONS = (1, 2)
+MAX_SEQ = (1 << 63) - 1  # fits a signed 64-bit integer (SQLite, Parquet INT64)
+END_OF_TIME = 253_402_300_800  # 10000-01-01T00:00:00Z: every row time must be before it
+MAX_CORRECTION_MS = (1 << 31) - 1
+MAX_ID_BYTES = 128  # vid and model, UTF-8
+MAX_CLOCK_BYTES = 16
 MAX_ROWS = 3600
 MAX_COLUMNS = 65535
 MAX_PACKET_BYTES = 1 << 20  # compressed
@@ -127,8 +137,12 @@ def _check_header(packet: MinutePacket) -> None:
         raise PacketEncodeError(f"rows must be 1..{MAX_ROWS}, got {packet.rows}")
     if packet.columns > MAX_COLUMNS:
         raise PacketEncodeError(f"at most {MAX_COLUMNS} columns, got {packet.columns}")
-    if not (0 <= packet.seq < 1 << 63) or not (0 <= packet.start_time < 1 << 40):
-        raise PacketEncodeError("seq and start_time must be non-negative integers")
+    if not (0 <= packet.seq <= MAX_SEQ) or not (0 <= packet.start_time <= END_OF_TIME - packet.rows):
+        raise PacketEncodeError("seq must be 0..2^63-1 and every row time before the year 10000")
+    if not 1 <= len(packet.vehicle_id.encode()) <= MAX_ID_BYTES or not 1 <= len(packet.model.encode()) <= MAX_ID_BYTES:
+        raise PacketEncodeError(f"vehicle id and model must be 1..{MAX_ID_BYTES} bytes of UTF-8")
+    if abs(packet.clock_correction_ms) > MAX_CORRECTION_MS:
+        raise PacketEncodeError("clock correction out of range")
     if len(packet.fingerprint) != 8 or len(packet.boot_id) != 16:
         raise PacketEncodeError("fingerprint must be 8 bytes and boot_id 16 bytes")
 
@@ -176,7 +190,7 @@ def encode(packet: MinutePacket, *, level: int = ZSTD_LEVEL) -> bytes:
             # byte-shuffle: all least significant bytes first, then the next, ...
             body[f"d{w}"] = block.reshape(-1).view(np.uint8).reshape(-1, w).T.tobytes()
     raw = msgpack.packb(body, use_bin_type=True)
-    return MAGIC + bytes((VERSION, 0)) + zstandard.ZstdCompressor(level=level).compress(raw)
+    return MAGIC + bytes((VERSION, 0)) + zstandard.ZstdCompressor(level=level, write_checksum=True).compress(raw)
 
 
 def _field(body: dict, key: str, kind: type | tuple[type, ...]) -> Any:
@@ -221,13 +235,18 @@ def inspect(data: bytes) -> PacketInfo:
         raise PacketDecodeError("too_large", f"{len(data)} bytes exceeds {MAX_PACKET_BYTES}")
     if len(data) < 4 or data[:2] != MAGIC:
         raise PacketDecodeError("bad_magic", "not a minute packet")
-    if data[2] != VERSION:
-        raise PacketDecodeError("unsupported_version", f"format version {data[2]}, this codec reads {VERSION}")
+    if data[2] not in READ_VERSIONS:
+        raise PacketDecodeError("unsupported_version", f"format version {data[2]}, this codec reads {READ_VERSIONS}")
     frame = data[4:]
     try:
-        size = zstandard.frame_content_size(frame)
+        params = zstandard.get_frame_parameters(frame)
     except zstandard.ZstdError as exc:
         raise PacketDecodeError("corrupt_compression", str(exc)) from None
+    size = params.content_size
+    if data[2] >= 2 and not params.has_checksum:
+        raise PacketDecodeError("corrupt_compression", "a version 2 packet's zstd frame must carry its checksum")
+    if size == zstandard.CONTENTSIZE_UNKNOWN:
+        raise PacketDecodeError("corrupt_compression", "the zstd frame header must state the content size")
     if size > MAX_BODY_BYTES:
         raise PacketDecodeError("too_large", f"body of {size} bytes exceeds {MAX_BODY_BYTES}")
     try:
@@ -278,21 +297,29 @@ def _check_body(body: dict) -> PacketInfo:
         raise PacketDecodeError("malformed", "boot id must be 16 bytes and fingerprint 8 bytes")
     seq = _field(body, "seq", int)
     t0 = _field(body, "t0", int)
-    if seq < 0 or t0 < 0:
-        raise PacketDecodeError("malformed", "negative seq or start time")
+    if not 0 <= seq <= MAX_SEQ:
+        raise PacketDecodeError("malformed", f"seq {seq} outside 0..2^63-1")
+    if not 0 <= t0 <= END_OF_TIME - nrow:
+        raise PacketDecodeError("malformed", f"start time {t0} outside 0..(10000-01-01T00:00:00Z - n)")
     synced = body.get("sync")
     correction = body.get("corr", 0)
-    if not (synced is None or isinstance(synced, bool)) or type(correction) is not int:
+    if (not (synced is None or isinstance(synced, bool)) or type(correction) is not int
+            or abs(correction) > MAX_CORRECTION_MS):
         raise PacketDecodeError("malformed", "bad clock fields")
+    vid, model, clock = _field(body, "vid", str), _field(body, "model", str), _field(body, "clk", str)
+    if not 1 <= len(vid.encode()) <= MAX_ID_BYTES or not 1 <= len(model.encode()) <= MAX_ID_BYTES:
+        raise PacketDecodeError("malformed", f"vid and model must be 1..{MAX_ID_BYTES} bytes of UTF-8")
+    if len(clock.encode()) > MAX_CLOCK_BYTES:
+        raise PacketDecodeError("malformed", f"clk is longer than {MAX_CLOCK_BYTES} bytes")
     return PacketInfo(
-        vehicle_id=_field(body, "vid", str),
-        model=_field(body, "model", str),
+        vehicle_id=vid,
+        model=model,
         boot_id=boot,
         seq=seq,
         start_time=t0,
         fingerprint=fp,
         rows=nrow,
-        clock=_field(body, "clk", str),
+        clock=clock,
         clock_synced=synced,
         clock_correction_ms=correction,
         widths=widths,

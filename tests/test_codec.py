@@ -96,7 +96,7 @@ def test_invalid_packets_are_refused_by_the_encoder(bad):
 
 def _wire(body: dict, version: int = codec.VERSION) -> bytes:
     raw = msgpack.packb(body, use_bin_type=True)
-    return codec.MAGIC + bytes((version, 0)) + zstandard.ZstdCompressor().compress(raw)
+    return codec.MAGIC + bytes((version, 0)) + zstandard.ZstdCompressor(write_checksum=version >= 2).compress(raw)
 
 
 def _good_body() -> dict:
@@ -113,6 +113,10 @@ def _good_body() -> dict:
     (codec.MAGIC + bytes((1, 0)) + zstandard.ZstdCompressor().compress(b"\x00" * (codec.MAX_BODY_BYTES + 1)), "too_large"),
     (codec.MAGIC + bytes((1, 0)) + zstandard.ZstdCompressor().compress(b"\xc1"), "malformed"),
     (_wire([1, 2, 3]), "malformed"),
+    (codec.MAGIC + bytes((2, 0)) + zstandard.ZstdCompressor(write_checksum=False).compress(b"\x80"),
+     "corrupt_compression"),  # version 2 requires the frame checksum
+    (codec.MAGIC + bytes((2, 0)) + zstandard.ZstdCompressor(write_content_size=False).compress(b"\x80"),
+     "corrupt_compression"),  # the content size must be stated
 ])
 def test_bad_bytes_raise_typed_errors(data, reason):
     with pytest.raises(PacketDecodeError) as err:
@@ -168,3 +172,42 @@ def test_golden_vectors_decode_to_their_documented_content(path):
 
 def test_there_are_golden_vectors():
     assert len(_golden_cases()) >= 2
+
+
+def test_a_flipped_bit_anywhere_in_a_version_2_packet_is_rejected():
+    """The frame checksum (version 2): no single-bit corruption decodes into other values (a few
+    bits of a zstd frame are not read at all: flipping them leaves the content as it was)."""
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 1000, (8, 60), dtype=np.uint64)
+    packet = _packet(values, np.ones(values.shape, bool))
+    wire = encode(packet)
+    assert wire[2] == 2
+    rejected = 0
+    for i in range(4, len(wire)):
+        for bit in (0, 5):
+            bad = bytearray(wire)
+            bad[i] ^= 1 << bit
+            try:
+                assert decode(bytes(bad)).same_content(packet)
+            except PacketDecodeError:
+                rejected += 1
+    assert rejected >= 2 * (len(wire) - 4) - 8
+
+
+@pytest.mark.parametrize("field,value", [
+    ("seq", 2**63), ("t0", codec.END_OF_TIME - 2), ("vid", "v" * 129), ("vid", ""), ("model", ""),
+    ("model", "m" * 129), ("corr", 2**31), ("clk", "c" * 17),
+])
+def test_header_values_outside_what_storage_holds_are_malformed(field, value):
+    body = _good_body()  # 3 rows
+    body[field] = value
+    with pytest.raises(PacketDecodeError) as err:
+        decode(_wire(body))
+    assert err.value.reason == "malformed"
+
+
+def test_the_last_representable_header_values_decode():
+    body = _good_body()
+    body.update(seq=2**63 - 1, t0=codec.END_OF_TIME - 3, vid="v" * 128, corr=-(2**31 - 1))
+    p = decode(_wire(body))
+    assert (p.seq, p.start_time + p.rows) == (2**63 - 1, codec.END_OF_TIME)
