@@ -12,6 +12,7 @@ from pathlib import Path
 import cantools
 
 REFERENCE_DBC = Path(__file__).with_name("reference_car.dbc")
+REFERENCE_VSS = Path(__file__).with_name("reference_car.vss.json")  # its COVESA VSS overlay (minute_packet.vss)
 
 
 class DbcError(Exception):

@@ -28,6 +28,7 @@ class GatewayConfig:
     broker: BrokerUrl
     outbox_path: Path
     dbc_path: Path = dbc_files.REFERENCE_DBC
+    vss_overlay: Path | None = None  # COVESA VSS names for the DBC's signals (minute_packet.vss)
     model: str = "reference-car"
     collection: Collection = dataclasses.field(default_factory=Collection)
     interface: str = "socketcan"
@@ -118,6 +119,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "can.kernel_filters": ("kernel_filters", _bool),
     "can.rcvbuf_mb": ("rcvbuf_bytes", lambda v: int(_positive(float)(v) * (1 << 20))),
     "dbc.path": ("dbc_path", lambda v: Path(_str(v))),
+    "dbc.vss_overlay": ("vss_overlay", lambda v: Path(_str(v))),
     "mqtt.url": ("broker", lambda v: BrokerUrl.parse(_str(v))),
     "mqtt.topic_prefix": ("topic_prefix", _topic_check(check_prefix)),
     "mqtt.ca_file": ("ca_file", _str),
@@ -202,6 +204,13 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Gatew
     return GatewayConfig(**fields)
 
 
+def load_vss(config: GatewayConfig) -> dict[str, dict[str, Any]] | None:
+    """The VSS overlay the config names, or None (raises SchemaError)."""
+    from minute_packet.vss import load_overlay
+
+    return load_overlay(config.vss_overlay) if config.vss_overlay else None
+
+
 def check(config: GatewayConfig, where: str) -> dict[str, Any]:
     """Deeper checks that touch files: the DBC loads and the collection selects signals.
 
@@ -213,10 +222,17 @@ def check(config: GatewayConfig, where: str) -> dict[str, Any]:
     except dbc_files.DbcError as exc:
         raise ConfigError(f"{where}: dbc.path: {exc}") from None
     try:
-        schema = schema_from_dbc(db, config.collection)
+        vss = load_vss(config)
+    except SchemaError as exc:
+        raise ConfigError(f"{where}: dbc.vss_overlay: {exc}") from None
+    try:
+        schema = schema_from_dbc(db, config.collection, vss=vss)
     except SchemaError as exc:
         raise ConfigError(f"{where}: collect: {exc}") from None
     known = {s.name for m in db.messages for s in m.signals} | {f"{m.name}.{s.name}" for m in db.messages for s in m.signals}
+    strangers = sorted(set(vss or ()) - known)
+    if strangers:
+        raise ConfigError(f"{where}: dbc.vss_overlay: signal {strangers[0]!r} is not in {config.dbc_path}")
     unknown = sorted((set(config.collection.signals or ()) | set(config.collection.aggregates)) - known)
     if unknown:
         raise ConfigError(f"{where}: collect: signal {unknown[0]!r} is not in {config.dbc_path}")

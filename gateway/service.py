@@ -28,7 +28,7 @@ from minute_packet.codec import MinutePacket
 
 from .can_source import CanSource, enlarge_receive_buffer
 from .clock import ClockGuard, clock_synchronised
-from .config import GatewayConfig
+from .config import GatewayConfig, load_vss
 from .decoder import frame_key
 from .outbox import Outbox, OutboxError
 from .publisher import Publisher, PublisherSettings
@@ -84,7 +84,8 @@ class Gateway:
     def __init__(self, config: GatewayConfig, *, bus: can.BusABC | None = None, replay: bool = False) -> None:
         self.config = config
         self.db = dbc_files.load(config.dbc_path)
-        self.schema = schema_from_dbc(self.db, config.collection, source=Path(config.dbc_path).name)
+        self.schema = schema_from_dbc(self.db, config.collection, source=Path(config.dbc_path).name,
+                                      vss=load_vss(config))
         self.boot_id = uuid.uuid4().bytes
         self.sampler = Sampler(self.db, self.schema, vehicle_id=config.vehicle_id, model=config.model, boot_id=self.boot_id)
         self.outbox = Outbox(config.outbox_path, max_bytes=config.outbox_max_bytes)

@@ -35,6 +35,9 @@ BYTE_ORDERS = ("little_endian", "big_endian")
 VALUE_TYPES = ("int64", "uint64", "float64")
 SCHEMA_VERSION = 2  # what this code writes
 SCHEMA_VERSIONS = (1, 2)  # what it reads
+# names the lake gives its own columns and partition keys: no schema column (v2) may use one,
+# compared ignoring case as DuckDB does
+RESERVED_NAMES = frozenset({"ts", "seq", "boot_id", "vehicle", "out_of_range", "model", "date", "vehicle_bucket"})
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _UINT64 = (0, (1 << 64) - 1)
 
@@ -122,7 +125,7 @@ class Column:
     extended: bool = False
     multiplexer: tuple[str, tuple[int, ...]] | None = None
     is_multiplexer: bool = False
-    vss: str | None = None  # COVESA VSS path, from an overlay file (see minute_packet.vss)
+    vss: Mapping[str, Any] | None = None  # {"path": VSS path, "transform": ...} from an overlay (minute_packet.vss)
     layout: str = ""  # version 1 only
 
     @property
@@ -285,7 +288,12 @@ def _check_column(col: Column, version: int) -> None:
         if not col.extended and col.frame_id > 0x7FF:
             raise SchemaError(f"{where}: a standard (11-bit) frame id is at most 0x7FF")
         if col.vss is not None:
-            _str(col.vss, f"{where}: vss")
+            from .vss import parse_overlay
+
+            if not isinstance(col.vss, Mapping) or set(col.vss) != {"path", "transform"}:
+                raise SchemaError(f"{where}: vss must be null or {{path, transform}}")
+            parse_overlay({_str(col.vss["path"], f"{where}: vss path"):
+                           {"dbc2vss": {"signal": col.signal, "transform": col.vss["transform"]}}})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +311,13 @@ class Schema:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise SchemaError("column names must be unique")
+        if self.version >= 2:
+            folded = [_fold(n) for n in names]
+            if len(set(folded)) != len(folded):
+                raise SchemaError("column names must be unique ignoring case")
+            taken = sorted(n for n in names if _fold(n) in RESERVED_NAMES)
+            if taken:
+                raise SchemaError(f"column names {taken} are reserved by the lake")
 
     def _body(self) -> dict[str, Any]:
         return {"v": self.version, "columns": [c.to_json(self.version) for c in self.columns],
@@ -353,6 +368,41 @@ class Schema:
                    source=source, version=version)
 
 
+def _fold(name: str) -> str:
+    return name.casefold()
+
+
+def _column_names(messages: list[Any], version: int) -> dict[tuple[int, bool, str, str], str]:
+    """The base column name of every signal (before any ``__<aggregate>`` suffix).
+
+    Version 2: ``Signal`` when no other signal of the DBC has the same name ignoring case and the
+    name is not one the lake uses itself (:data:`RESERVED_NAMES`); else ``Message.Signal`` when
+    that is unique ignoring case; else ``Message.Signal@<frame id>`` (hex, ``x`` appended for a
+    29-bit id). Version 1: ``Signal`` when unique (case-sensitive), else ``Message.Signal``."""
+    signals = [(m, s) for m in messages for s in m.signals]
+    if version == 1:
+        counts: dict[str, int] = {}
+        for _m, s in signals:
+            counts[s.name] = counts.get(s.name, 0) + 1
+        return {(m.frame_id, m.is_extended_frame, m.name, s.name): s.name if counts[s.name] == 1
+                else f"{m.name}.{s.name}" for m, s in signals}
+    plain: dict[str, int] = {}
+    qualified: dict[str, int] = {}
+    for m, s in signals:
+        plain[_fold(s.name)] = plain.get(_fold(s.name), 0) + 1
+        qualified[_fold(f"{m.name}.{s.name}")] = qualified.get(_fold(f"{m.name}.{s.name}"), 0) + 1
+    out = {}
+    for m, s in signals:
+        if plain[_fold(s.name)] == 1 and _fold(s.name) not in RESERVED_NAMES:
+            name = s.name
+        elif qualified[_fold(f"{m.name}.{s.name}")] == 1:
+            name = f"{m.name}.{s.name}"
+        else:
+            name = f"{m.name}.{s.name}@{m.frame_id:x}{'x' if m.is_extended_frame else ''}"
+        out[(m.frame_id, m.is_extended_frame, m.name, s.name)] = name
+    return out
+
+
 def _kind(signal: Any) -> str:
     if signal.is_float:
         return "f32" if signal.length == 32 else "f64"
@@ -373,28 +423,25 @@ def _range(signal: Any) -> tuple[float | None, float | None]:
 
 
 def schema_from_dbc(db: Any, collection: Collection | None = None, *, source: str = "",
-                    version: int = SCHEMA_VERSION, vss: Mapping[str, str] | None = None) -> Schema:
+                    version: int = SCHEMA_VERSION, vss: Mapping[str, Mapping[str, Any]] | None = None) -> Schema:
     """Build the schema of a cantools database under a collection config.
 
     Columns follow the DBC's message order (by frame id) and signal order.
     A column is named after its signal, qualified as ``Message.Signal`` when
     the name is not unique in the DBC, with ``__min``/``__max``/``__mean``
     appended for those aggregates. Multiplexer selector signals are collected
-    like any other signal. ``vss`` maps ``Message.Signal`` or ``Signal`` to a
-    VSS path (version 2 only, see :mod:`minute_packet.vss`).
+    like any other signal. ``vss`` maps ``Message.Signal`` or ``Signal`` to
+    ``{"path", "transform"}`` (version 2 only; :func:`minute_packet.vss.load_overlay`).
     """
     collection = collection or Collection()
     if version not in SCHEMA_VERSIONS:
         raise SchemaError(f"unsupported schema version {version!r}")
     messages = sorted(db.messages, key=lambda m: (m.frame_id, m.name))
-    counts: dict[str, int] = {}
-    for m in messages:
-        for s in m.signals:
-            counts[s.name] = counts.get(s.name, 0) + 1
+    names = _column_names(messages, version)
     columns: list[Column] = []
     for m in messages:
         for s in m.signals:
-            base = s.name if counts[s.name] == 1 else f"{m.name}.{s.name}"
+            base = names[(m.frame_id, m.is_extended_frame, m.name, s.name)]
             for agg in collection.for_signal(m.name, s.name):
                 kind = "f64" if agg == "mean" else _kind(s)
                 common = dict(
