@@ -137,3 +137,20 @@ def test_kernel_filters_cover_exactly_the_collected_ids(db):
         {"can_id": 0x18F00100, "can_mask": 0x1FFFFFFF, "extended": True},
     ]
     assert EXTENDED_FLAG & 0x18F00100 == 0
+
+
+def test_min_and_max_are_physical_extremes_under_a_negative_scale():
+    """Schema v2: with scale -0.5 the raw maximum is the physical minimum (docs/packet-format.md)."""
+    from pathlib import Path
+
+    conf = dbc.load(Path(__file__).parent.parent / "docs" / "conformance" / "conformance.dbc")
+    s, schema = _sampler(conf, Collection(aggregates={"Margin": ("last", "min", "max", "mean")}))
+    out = []
+    for t, margin in [(0.1, 90.0), (0.4, 40.0), (0.7, 75.0)]:  # raw 20, 120, 50
+        out += s.add(T0 + t, *_frame(conf, "Cooling", Margin=margin))
+    out += s.flush()
+    p = out[0]
+    assert _value(p, schema, "Margin", 0) == 75.0
+    assert _value(p, schema, "Margin__min", 0) == 40.0
+    assert _value(p, schema, "Margin__max", 0) == 90.0
+    assert _value(p, schema, "Margin__mean", 0) == pytest.approx((90 + 40 + 75) / 3)
