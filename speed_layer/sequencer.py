@@ -47,7 +47,7 @@ class Sequencer:
         self.store, self.rules, self.schema_of = store, rules, schema_of
         self.history, self.waiting_limit = history, waiting_limit
         self._bindings: collections.OrderedDict[tuple[str, bytes], VehicleRules] = collections.OrderedDict()
-        self.touched: set[str] = set()  # alert ids changed since the last notifications() call
+        self.touched: dict[str, str] = {}  # alert id -> vehicle, changed since the last notifications()
 
     def _bound(self, vehicle: str, fingerprint: bytes, schema: Schema) -> VehicleRules:
         key = (vehicle, fingerprint)
@@ -108,7 +108,7 @@ class Sequencer:
             return "too_late"
         later = self.store.history_after(vehicle, order)
         checkpoint = json.loads(later[0][2])
-        self.touched.update(self.store.drop_history_after(vehicle, order))
+        self.touched.update(dict.fromkeys(self.store.drop_history_after(vehicle, order), vehicle))
         state = checkpoint
         redo = [(order, data, info)] + [(o, p, codec.inspect(p)) for o, p, _ in later]
         last = order
@@ -135,7 +135,7 @@ class Sequencer:
         for n, change in enumerate(changes):
             rec = change.record(vehicle)
             self.store.upsert_alert(vehicle, order, n, rec)
-            self.touched.add(rec["id"])
+            self.touched[rec["id"]] = vehicle
         self.store.add_history(vehicle, order, data, before)
 
     def _finish(self, vehicle: str, state: dict[str, Any], last: Order, trimmed: bool) -> None:
@@ -155,18 +155,20 @@ class Sequencer:
         its current version (status, times, details), or ``retracted`` for an alert a replay
         removed. A version is notified once; a replay that corrects a notified alert (a late
         packet extended its episode) notifies the corrected version under the same id."""
+        return [(a, s, r) for a, s, r, _ in self.notifications_with_vehicle()]
+
+    def notifications_with_vehicle(self) -> list[tuple[str, str, dict[str, Any] | None, str]]:
+        """:meth:`notifications` with the vehicle of each alert."""
         out = []
-        for alert_id in sorted(self.touched):
+        for alert_id, vehicle in sorted(self.touched.items()):
             rec = self.store.alert(alert_id)
             if rec is None:
                 if self.store.was_notified(alert_id) and self.store.notify_once(alert_id, "retracted"):
-                    out.append((alert_id, "retracted", None))
+                    out.append((alert_id, "retracted", None, vehicle))
             elif self.store.notify_once(alert_id, rec["status"], digest(rec)):
-                out.append((alert_id, rec["status"], rec))
+                out.append((alert_id, rec["status"], rec, vehicle))
         self.touched.clear()
         return out
-
-
 
 def digest(rec: dict[str, Any]) -> str:
     """Digest of an alert version: status, start, end and details."""
