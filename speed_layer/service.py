@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600
 PUBLISH_BATCH = 200
 PRUNE_EVERY_S = 3600
-FAULT_ENV = "DCM_RULES_FAULT"  # "kill_after_commit:N": SIGKILL itself after the N-th commit, before acking
+# "kill_after_commit:N": SIGKILL itself after the N-th commit that applied packets, before acknowledging
+FAULT_ENV = "DCM_RULES_FAULT"
 
 
 def owner(vehicle: str, workers: int) -> int:
@@ -78,6 +79,7 @@ class RulesService:
         self.webhooks = WebhookSender(config.state_path, config.webhooks)
         self.connected = threading.Event()
         self.commits = 0
+        self.ingested = 0
         self.foreign = 0
         self._queue: queue.Queue[_Msg] = queue.Queue(maxsize=config.queue_size)
         self._pubacks: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -123,6 +125,7 @@ class RulesService:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if mid == self._sub_mid and not any(rc.is_failure for rc in reason_codes):
+            log.info("worker %d/%d subscribed as %s", self.config.worker, self.config.workers, self.config.client_id)
             self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -186,6 +189,7 @@ class RulesService:
         return batch
 
     def _process(self, batch: list[_Msg]) -> None:
+        ingested = self.ingested
         with self.store.transaction():
             for m in batch:
                 self.store.db.execute("SAVEPOINT msg")
@@ -197,7 +201,8 @@ class RulesService:
                     log.exception("message on %s failed; left out", m.topic)
                 self.store.db.execute("RELEASE msg")
             self._queue_notifications()
-        self.commits += 1
+        if self.ingested > ingested:
+            self.commits += 1  # commits that applied packets of this worker's vehicles
         if self._fault_after is not None and self.commits >= self._fault_after:
             os.kill(os.getpid(), signal.SIGKILL)  # deterministic fault point: committed, not acknowledged
         for m in batch:
@@ -232,6 +237,7 @@ class RulesService:
             self.store.count("rejected:vehicle_mismatch")
             return
         self.sequencer.ingest(m.payload, info)
+        self.ingested += 1
 
     def _schema(self, fingerprint: bytes | None, payload: bytes) -> None:
         assert fingerprint is not None
