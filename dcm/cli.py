@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "sink": "cloud_sink.cli",
     "simulate": "simulator.cli",
     "bench": "bench.cli",
+    "rules": "dcm.rules_cli",
 }
 
 
