@@ -22,11 +22,15 @@ import datetime as dt
 import hashlib
 from pathlib import Path
 
+import logging
+
 import pyarrow as pa
 
 from minute_packet.masking import mask_vehicle
 
 from .errors import EnrichmentError
+
+log = logging.getLogger(__name__)
 
 TABLES = {
     "vehicles": ("vin", "plate", "model", "fleet"),
@@ -81,8 +85,28 @@ def _epoch(table: str, row: int, column: str, value: object, optional: bool = Fa
     return int(t.timestamp())
 
 
+def _read_sqlite(path: str, name: str) -> pa.Table:
+    """SQLite through the standard library, for machines where DuckDB cannot load its sqlite extension."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            cur = con.execute(f'SELECT * FROM "{name}"')
+            cols = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise EnrichmentError(f"{name}: cannot read from sqlite:{path}: {exc}") from None
+    return pa.table({c: pa.array([None if r[i] is None else str(r[i]) for r in rows], pa.string())
+                     for i, c in enumerate(cols)})
+
+
 def _read(con, source: str, name: str) -> pa.Table:
     try:
+        if con is None:
+            return _read_sqlite(source.partition(":")[2], name)
         if source.startswith("csv:"):
             path = Path(source[4:]) / f"{name}.csv"
             if not path.is_file():
@@ -122,18 +146,24 @@ def load_operational(source: str, key: bytes) -> Operational:
     if len(key) < 8:
         raise EnrichmentError("the masking key must be at least 8 bytes (the sink's secret_file)")
     con = duckdb.connect()
+    reader = con
     try:
         if not source.startswith("csv:"):
             kind, _, target = source.partition(":")
             if kind in ("sqlite", "postgres", "mysql") and target:
                 attach = f"ATTACH '{target.replace(chr(39), chr(39) * 2)}' AS ops (TYPE {kind}, READ_ONLY)"
             else:
+                if not Path(source).is_file():
+                    raise EnrichmentError(f"{source}: no such database file")
                 attach = f"ATTACH '{source.replace(chr(39), chr(39) * 2)}' AS ops (READ_ONLY)"
             try:
                 con.execute(attach)
             except duckdb.Error as exc:
-                raise EnrichmentError(f"{source}: cannot attach: {exc}") from None
-        raw = {name: _read(con, source, name) for name in TABLES}
+                if kind != "sqlite":
+                    raise EnrichmentError(f"{source}: cannot attach: {exc}") from None
+                log.info("duckdb cannot attach %s (%s): reading it with sqlite3", source, exc)
+                reader = None
+        raw = {name: _read(reader, source, name) for name in TABLES}
     finally:
         con.close()
     vehicles = _masked(key, "vehicles", raw["vehicles"])
