@@ -9,7 +9,8 @@ import importlib
 import json
 
 TARGETS = {"codec": "bench.codec_bench", "gateway": "bench.gateway_bench", "simulate": "bench.simulate_bench",
-           "sink": "bench.sink_bench", "staging": "bench.staging_bench"}
+           "sink": "bench.sink_bench", "staging": "bench.staging_bench",
+           "alerts": "bench.alerts_bench"}
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -26,8 +26,9 @@ class DtcRule(Rule):
     """The vehicle's active DTC set is the non-zero codes of the DTC slots (only the first
     ``DtcActiveCount`` slots when that signal exists). A code not in the previous set opens a
     ``dtc_new`` alert (episode ``<code>:<second>``), closed when the code leaves the set, which
-    also raises a ``dtc_cleared`` alert. The first set seen is compared with the empty set, so a
-    code already present when the vehicle is first seen is reported too."""
+    also raises a ``dtc_cleared`` alert. The first complete set seen is the baseline: codes already
+    present when the vehicle is first seen are not new (there is no previous set to differ from)
+    and raise no alert; they are cleared like any other."""
 
     kind = "dtc"
     required = DTC_SLOTS
@@ -47,7 +48,10 @@ class _Dtc:
         count = values.get("dtc_count")
         slots = DTC_SLOTS if count is None else DTC_SLOTS[:max(0, int(count))]
         current = sorted({int(values[s]) for s in slots if values[s]})
-        active: dict[str, int] = state.setdefault("active", {})  # code -> second it appeared
+        if "active" not in state:  # the baseline
+            state["active"] = {str(code): t for code in current}
+            return []
+        active: dict[str, int] = state["active"]  # code -> second it appeared
         out = []
         for code in current:
             if str(code) not in active:
@@ -66,20 +70,22 @@ class _Dtc:
 class BatteryTrendRule(Rule):
     """A declining resting voltage over days.
 
-    Resting voltage: the mean battery voltage of engine-off seconds at least ``rest_s`` after the
-    engine stopped (surface charge gone), one figure per ``bucket_s`` (a day by default). Over the
+    Resting voltage: the mean battery voltage of seconds with engine and ignition off, at least
+    ``rest_s`` after they went off (surface charge gone), one figure per ``bucket_s`` (a day by
+    default) that holds at least ``min_samples`` such seconds. Over the
     last ``window`` buckets with data (at least ``min_buckets``) the least-squares slope in volts
     per bucket; at or below ``-slope_v`` an episode opens (start: the first bucket of that window),
     and it closes once the slope is above ``-slope_v / 2``. Details: slope, buckets, latest mean."""
 
     kind = "battery_decline"
     required = ("voltage", "engine")
+    optional = ("ignition",)
 
     def __init__(self, name: str, columns: Mapping[str, str], *, slope_v: float = 0.02, bucket_s: int = 86400,
-                 window: int = 14, min_buckets: int = 4, rest_s: int = 1800) -> None:
+                 window: int = 14, min_buckets: int = 4, rest_s: int = 1800, min_samples: int = 60) -> None:
         super().__init__(name, columns)
         self.slope_v, self.bucket_s, self.window = slope_v, bucket_s, window
-        self.min_buckets, self.rest_s = min_buckets, rest_s
+        self.min_buckets, self.rest_s, self.min_samples = min_buckets, rest_s, min_samples
 
     def bind(self, vehicle: str, choices: Mapping[str, Mapping[int, str] | None]) -> Stepper:
         return _BatteryTrend(self)
@@ -99,7 +105,7 @@ class _BatteryTrend:
 
     def _evaluate(self, state: dict[str, Any], t: int) -> list[AlertChange]:
         r = self.rule
-        buckets = state["b"][-r.window:]  # [bucket index, sum, count]
+        buckets = [b for b in state["b"] if b[2] >= r.min_samples][-r.window:]  # [bucket index, sum, count]
         if len(buckets) < r.min_buckets:
             return []
         points = [[b[0], b[1] / b[2]] for b in buckets]
@@ -120,7 +126,7 @@ class _BatteryTrend:
         volts, engine = values.get("voltage"), values.get("engine")
         if volts is None or engine is None:
             return []
-        if engine != 0:
+        if engine != 0 or values.get("ignition", 0) != 0:
             state.pop("off", None)
             return []
         off = state.setdefault("off", t)

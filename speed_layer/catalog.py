@@ -102,7 +102,10 @@ def _speeding(name: str, cols: dict[str, str], p: dict[str, Any], fences: Sequen
 
 
 def _geofence(name: str, cols: dict[str, str], p: dict[str, Any], fences: Sequence[Fence]) -> Rule:
-    return GeofenceRule(name, cols, fences=_pick_fences(fences, p["fences"]), events=tuple(p["events"]))
+    rule = GeofenceRule(name, cols, fences=_pick_fences(fences, p["fences"]), events=tuple(p["events"]))
+    if p["vehicles"] is not None:
+        rule.vehicles = frozenset(p["vehicles"])
+    return rule
 
 
 def _condition(name: str, cols: dict[str, str], p: dict[str, Any], fences: Sequence[Fence]) -> Rule:
@@ -131,6 +134,7 @@ TYPES: dict[str, RuleType] = {
         "window": Param(14, _int(2), "an integer >= 2"),
         "min_buckets": Param(4, _int(2), "an integer >= 2"),
         "rest_s": Param(1800, _int(0), "an integer >= 0"),
+        "min_samples": Param(60, _int(1), "an integer >= 1"),
     }, lambda n, c, p, f: BatteryTrendRule(n, c, **p)),
     "speeding": RuleType({
         "limit_kmh": Param(120.0, _num(positive=True), "a positive number"),
@@ -144,6 +148,7 @@ TYPES: dict[str, RuleType] = {
         "fences": Param(None, _strs, "a list of geofence names"),
         "events": Param(["enter", "exit"], lambda v: _strs(v) and set(v) <= {"enter", "exit"},
                         'a list of "enter" and "exit"'),
+        "vehicles": Param(None, _strs, "a list of vehicle ids (default: every vehicle)"),
     }, _geofence, needs_fences=True),
     "dtc": RuleType({}, lambda n, c, p, f: DtcRule(n, c)),
     "crash": RuleType({}, lambda n, c, p, f: ConditionRule(n, "crash != 0", c, kind="crash", peak="severity")),

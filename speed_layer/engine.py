@@ -30,6 +30,8 @@ class VehicleRules:
         self._bound: list[tuple[Rule, Stepper, list[tuple[str, str]]]] = []
         needed: set[str] = set()
         for rule in config.rules:
+            if not rule.applies_to(vehicle):
+                continue
             missing = rule.missing(index)
             if missing:
                 self.skipped[rule.name] = "schema lacks " + ", ".join(missing)

@@ -63,6 +63,11 @@ class Rule:
         self.name = name
         self.columns = dict(columns)  # logical name -> schema column name
 
+    vehicles: frozenset[str] | None = None  # only these vehicles (None: every vehicle)
+
+    def applies_to(self, vehicle: str) -> bool:
+        return self.vehicles is None or vehicle in self.vehicles
+
     def missing(self, available: Iterable[str]) -> list[str]:
         """Required columns the schema lacks (the rule is skipped for such a vehicle)."""
         have = set(available)

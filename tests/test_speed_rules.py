@@ -83,7 +83,7 @@ def test_battery_low_is_debounced_and_hysteresis_keeps_one_episode():
 
 
 def test_battery_decline_trend_over_days():
-    r = rule("battery_decline", "rest_s = 0\nmin_buckets = 4")
+    r = rule("battery_decline", "rest_s = 0\nmin_buckets = 4\nmin_samples = 3")
     day = 86400
 
     def days(volts):
@@ -198,7 +198,10 @@ def test_dtc_new_and_cleared_by_set_difference():
         ("dtc_new", "closed", "P0301-00", T0 + 3, T0 + 4), ("dtc_cleared", "closed", "P0301-00", T0 + 4, T0 + 4),
         ("dtc_new", "closed", "P0420-00", T0 + 1, T0 + 5), ("dtc_cleared", "closed", "P0420-00", T0 + 5, T0 + 5)]
     # a stale slot beyond DtcActiveCount is not a DTC
-    assert changes(r, [(T0, dict(empty, dtc2=0x042000))]) == []
+    assert changes(r, [(T0, empty), (T0 + 1, dict(empty, dtc2=0x042000))]) == []
+    # codes present at the first sight are the baseline, not new; clearing them is reported
+    got = changes(r, [(T0, one), (T0 + 1, one), (T0 + 2, empty)])
+    assert [(c.kind, c.status, c.start) for c in got] == [("dtc_new", "closed", T0), ("dtc_cleared", "closed", T0 + 2)]
     assert dtc_name(0xC10000) == "U0100-00"
 
 
@@ -277,3 +280,15 @@ def test_held_values_fill_the_seconds_a_slow_signal_is_absent(reference_schema):
     got = vr.apply({}, p)
     assert summary(got) == [("crash", "open", T0, None), ("crash", "closed", T0, T0 + 5)]
     assert rows_from_columns(T0, {"a": [1, None]}) == [(T0, {"a": 1}), (T0 + 1, {})]
+
+
+def test_a_geofence_rule_can_be_limited_to_some_vehicles(reference_schema):
+    cfg = load_rules(text='''builtins = false
+[geofences.home]
+circle = { lat = 48.0, lon = 11.0, radius_m = 100 }
+[rules.teen_home]
+type = "geofence"
+vehicles = ["TEEN"]
+''')
+    assert VehicleRules(cfg, "TEEN", reference_schema).rules == ["teen_home"]
+    assert VehicleRules(cfg, "OTHER", reference_schema).rules == [] and not VehicleRules(cfg, "OTHER", reference_schema).skipped
