@@ -42,10 +42,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dcm.broker import BrokerError, BrokerUrl
+from dcm_base.broker_url import BrokerError, BrokerUrl
+from dcm_base.errors import InputError
 from minute_packet import Topics, TopicError
 from minute_packet.topics import check_prefix
-from dcm.cli import InputError
 
 from .lake import LAYOUTS
 

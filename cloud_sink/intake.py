@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from dcm.broker import BrokerUrl
+from dcm_base.broker_url import BrokerUrl
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from dcm.logutil import RateLimitedLog
+from dcm_base.logutil import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,11 @@
-"""Broker URLs, and a private Mosquitto for the demo and the tests.
+"""A private Mosquitto for the demo, the benches and the tests.
 
-``mqtt://[user[:password]@]host[:port]`` (port 1883) or ``mqtts://...``
-(TLS, port 8883).
+Broker URLs themselves (:class:`BrokerUrl`) live in :mod:`dcm_base.broker_url`
+and are re-exported here for the application layer.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import shutil
@@ -16,42 +15,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+
+from dcm_base.broker_url import BrokerError, BrokerUrl
 
 log = logging.getLogger(__name__)
 
-
-class BrokerError(Exception):
-    """A broker URL is invalid or a private broker could not be started."""
-
-
-@dataclasses.dataclass(frozen=True)
-class BrokerUrl:
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = dataclasses.field(default=None, repr=False)
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerUrl:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise BrokerError(f"broker URL must look like mqtt://host:port or mqtts://host:port, got {url!r}")
-        try:
-            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        except ValueError as exc:
-            raise BrokerError(f"bad port in broker URL {url!r}") from exc
-        return cls(
-            host=parts.hostname,
-            port=port,
-            tls=parts.scheme == "mqtts",
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+__all__ = ["BrokerError", "BrokerUrl", "find_mosquitto", "free_port", "private_mosquitto"]
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 """``dcm``: the command line.
 
-Each subcommand lives in its own package's ``cli`` module (``gateway.cli``,
-``cloud_sink.cli``, ``simulator.cli``, ``dcm.demo_cli``, ``bench.cli``),
+Each subcommand has its own module here (``dcm.gateway_cli``,
+``dcm.sink_cli``, ``dcm.simulate_cli``, ``dcm.demo_cli``, ``dcm.bench_cli``),
 which defines ``add_parser(subparsers)`` and ``run(args) -> int`` and imports
 its heavy dependencies only inside ``run``, so ``dcm gateway`` on a Pi never
 loads pyarrow. Library errors become one-line messages: exit 2 for bad input
@@ -14,14 +14,14 @@ import importlib
 import logging
 import sys
 
-from dcm.errors import InputError
+from dcm_base.errors import InputError
 
 SUBCOMMANDS = {
     "demo": "dcm.demo_cli",
-    "gateway": "gateway.cli",
-    "sink": "cloud_sink.cli",
-    "simulate": "simulator.cli",
-    "bench": "bench.cli",
+    "gateway": "dcm.gateway_cli",
+    "sink": "dcm.sink_cli",
+    "simulate": "dcm.simulate_cli",
+    "bench": "dcm.bench_cli",
     "rules": "dcm.rules_cli",
 }
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from dbc import DbcError
-    from dcm.broker import BrokerError
+    from dcm_base.broker_url import BrokerError
     from minute_packet import PacketError
 
     try:

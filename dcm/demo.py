@@ -22,7 +22,7 @@ from cloud_sink.service import Sink, SinkConfig
 from gateway.service import GatewayConfig
 from minute_packet import schema_from_dbc
 from simulator.can_vehicle import CanVehicle
-from simulator.car_rig import CarRig
+from .car_rig import CarRig
 
 from .broker import BrokerUrl, private_mosquitto
 from .groundtruth import FrameRecorder, compare, read_lake_vehicle

@@ -22,7 +22,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import dbc as dbc_files
     from dcm.demo import DemoError, DemoSettings, run_demo
-    from dcm.errors import InputError
+    from dcm_base.errors import InputError
 
     settings = DemoSettings(vehicles=args.vehicles, duration_s=args.duration, dbc_path=args.dbc or dbc_files.REFERENCE_DBC,
                             broker=args.broker, seed=args.seed, workdir=args.workdir)

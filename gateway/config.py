@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import dbc as dbc_files
-from dcm.broker import BrokerError, BrokerUrl
+from dcm_base.broker_url import BrokerError, BrokerUrl
 from minute_packet import Collection, SchemaError, Topics, TopicError
 from minute_packet.topics import check_prefix, check_vehicle_id
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiomqtt
 
-from dcm.broker import BrokerUrl
+from dcm_base.broker_url import BrokerUrl
 
 from .outbox import Outbox, OutboxItem
 

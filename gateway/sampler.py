@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from dcm_base.logutil import RateLimitedLog
 from minute_packet.codec import MinutePacket
 from minute_packet.schema import Schema
 
 from .decoder import FrameDecodeError, FrameDecoder, MessagePlan, to_bits
-from dcm.logutil import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dcm.broker import BrokerUrl
+from dcm_base.broker_url import BrokerUrl
 from minute_packet import Topics, encode
 
 from .faults import FaultInjector, Outgoing

@@ -22,7 +22,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from dcm.broker import BrokerUrl
+from dcm_base.broker_url import BrokerUrl
 
 log = logging.getLogger(__name__)
 

@@ -178,7 +178,7 @@ def test_can_mode_drives_real_gateways(broker):
     """CAN mode: each vehicle's frames on its own virtual bus, read by a real Gateway that publishes."""
     import threading
 
-    from simulator.fleet_can import CanFleetConfig, run_can_fleet
+    from dcm.fleet_can import CanFleetConfig, run_can_fleet
 
     spec = _spec(vehicles=2, duration_s=120)
     summary = asyncio.run(run_can_fleet(

@@ -87,8 +87,8 @@ def _run_fleet(args: argparse.Namespace) -> int:
     import threading
     import time
 
-    from dcm.broker import BrokerUrl
-    from dcm.cli import InputError
+    from dcm_base.broker_url import BrokerUrl
+    from dcm_base.errors import InputError
     from simulator.fleet_spec import FaultRates, FleetSpec, FleetSpecError
 
     broker = BrokerUrl.parse(args.broker) if args.broker else None
@@ -112,7 +112,7 @@ def _run_fleet(args: argparse.Namespace) -> int:
         print(_line(p), file=sys.stderr, flush=True)
 
     if args.mode == "can":
-        from simulator.fleet_can import CanFleetConfig, run_can_fleet
+        from dcm.fleet_can import CanFleetConfig, run_can_fleet
 
         if broker is None:
             raise InputError("CAN mode needs --broker (the gateways publish to it)")

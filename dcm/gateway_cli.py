@@ -30,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcm.errors import InputError
+    from dcm_base.errors import InputError
     from dcm.service_runner import run_until_signal
     from gateway.config import ConfigError, check, load
     from gateway.outbox import OutboxError

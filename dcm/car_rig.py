@@ -13,17 +13,16 @@ from collections.abc import Callable, Iterable
 
 import can
 
-from .bus_writer import send_frames
+from gateway.service import Gateway, GatewayConfig
+from simulator.bus_writer import send_frames
 
 
 class CarRig:
     """Frames → bus → gateway for one car. :meth:`start` inside a running event loop, then
     :meth:`close` (stops the gateway, which flushes what it sampled, and shuts both buses)."""
 
-    def __init__(self, gateway_config, frames: Iterable[can.Message], *, realtime: bool = False,
+    def __init__(self, gateway_config: GatewayConfig, frames: Iterable[can.Message], *, realtime: bool = False,
                  stop: threading.Event | None = None, on_frame: Callable[[can.Message], None] | None = None) -> None:
-        from gateway.service import Gateway
-
         extra = {"preserve_timestamps": True} if gateway_config.interface == "virtual" else {}
         # on virtual buses the *sender's* bus decides whether frames keep the simulator's timestamps
         self._buses = [can.Bus(interface=gateway_config.interface, channel=gateway_config.channel, **extra)

@@ -46,7 +46,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace):
-    from .config import load_config
+    from cloud_sink.config import load_config
 
     overrides = {
         "broker": args.broker, "lake_root": args.lake, "layout": args.layout,
@@ -61,14 +61,14 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .compact import CompactionError
-    from .lake import LakeError
-    from .staging import StagingError
+    from cloud_sink.compact import CompactionError
+    from cloud_sink.lake import LakeError
+    from cloud_sink.staging import StagingError
 
     config = _config(args)
     if args.check_config:
-        from .config import ConfigError
-        from .lake import Lake
+        from cloud_sink.config import ConfigError
+        from cloud_sink.lake import Lake
 
         if config.ca_file and not Path(config.ca_file).is_file():
             raise ConfigError(f"{args.config or 'command line'}: ca_file: {config.ca_file}: no such file")
@@ -109,9 +109,9 @@ def _serve(config) -> int:
 
 
 def _gaps(args: argparse.Namespace, config) -> int:
-    from .gaps import union_gaps
+    from cloud_sink.gaps import union_gaps
 
-    from dcm.cli import InputError
+    from dcm_base.errors import InputError
 
     paths = args.state or [config.state_path]
     for path in paths:
@@ -130,8 +130,8 @@ def _gaps(args: argparse.Namespace, config) -> int:
 
 
 def _compact(args: argparse.Namespace, config) -> int:
-    from .compact import compact_lake
-    from .lake import Lake
+    from cloud_sink.compact import compact_lake
+    from cloud_sink.lake import Lake
 
     lake = Lake(config.lake_root, layout=config.layout, buckets=config.buckets, compression=config.compression)
     report = compact_lake(lake, min_age_s=args.min_age, target_bytes=config.roll_bytes,
