@@ -36,12 +36,14 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from dcm_base.errors import ServiceError
+
 from .lake import MANIFEST_PREFIX, Lake
 
 log = logging.getLogger(__name__)
 
 
-class CompactionError(Exception):
+class CompactionError(ServiceError):
     """A partition could not be compacted."""
 
 

@@ -42,16 +42,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dcm_base.broker_url import BrokerError, BrokerUrl
-from dcm_base.errors import InputError
+from dcm_base.broker_url import BrokerUrl, BrokerUrlError
+from dcm_base.errors import ConfigError
 from minute_packet import Topics, TopicError
 from minute_packet.topics import check_prefix
 
 from .lake import LAYOUTS
-
-
-class ConfigError(InputError):
-    """The configuration is invalid; the message names the file and key."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +193,7 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
 def _build(raw: dict[str, Any]) -> SinkConfig:
     try:
         broker = BrokerUrl.parse(raw.pop("broker", "mqtt://127.0.0.1:1883"))
-    except BrokerError as exc:
+    except BrokerUrlError as exc:
         raise ConfigError(f"broker: {exc}") from None
     secret_file = raw.pop("secret_file", None)
     if secret_file:

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from dcm_base.errors import InputError, ServiceError
 from minute_packet.masking import mask_vehicle  # noqa: F401  (re-exported: the lake names partitions with it)
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,12 @@ STATS_COLUMNS = ("ts", "vehicle", "boot_id", "seq")
 OUTPUT_BUFFER = 1 << 20  # bytes buffered per open lake file (one file is open at a time)
 
 
-class LakeError(Exception):
-    """The lake root cannot be opened or a file cannot be written."""
+class LakeError(ServiceError):
+    """A lake file cannot be written or read."""
+
+
+class LakeRootError(InputError):
+    """The lake root or layout is unusable (an unknown layout, a URI pyarrow cannot open)."""
 
 
 def safe_value(value: str) -> str:
@@ -62,7 +67,7 @@ class Lake:
     def __init__(self, root: str | Path, *, layout: str = "vehicle", buckets: int = 64,
                  compression: str = "snappy") -> None:
         if layout not in LAYOUTS:
-            raise LakeError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+            raise LakeRootError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         root = str(root)
         try:
             if "://" in root:
@@ -70,7 +75,7 @@ class Lake:
             else:
                 self.fs, base = pafs.LocalFileSystem(), str(Path(root).resolve())
         except (pa.ArrowInvalid, OSError) as exc:
-            raise LakeError(f"lake root {root!r}: {exc}") from exc
+            raise LakeRootError(f"lake root {root!r}: {exc}") from exc
         self.root = root
         self.base = base.rstrip("/")
         self.local = isinstance(self.fs, pafs.LocalFileSystem)

@@ -13,6 +13,8 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from dcm_base.errors import ServiceError
+
 log = logging.getLogger(__name__)
 
 FORMAT = 3
@@ -52,7 +54,7 @@ CREATE TABLE IF NOT EXISTS latest_state (  -- signals: JSON {"<signal>": [<unix 
 """
 
 
-class StagingError(Exception):
+class StagingError(ServiceError):
     """The staging database cannot be opened or written."""
 
 

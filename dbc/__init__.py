@@ -11,11 +11,13 @@ from pathlib import Path
 
 import cantools
 
+from dcm_base.errors import InputError
+
 REFERENCE_DBC = Path(__file__).with_name("reference_car.dbc")
 REFERENCE_VSS = Path(__file__).with_name("reference_car.vss.json")  # its COVESA VSS overlay (minute_packet.vss)
 
 
-class DbcError(Exception):
+class DbcError(InputError):
     """A DBC file could not be read or parsed."""
 
 

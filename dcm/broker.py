@@ -16,11 +16,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from dcm_base.broker_url import BrokerError, BrokerUrl
+from dcm_base.broker_url import BrokerUrl
+from dcm_base.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BrokerError", "BrokerUrl", "find_mosquitto", "free_port", "private_mosquitto"]
+__all__ = ["BrokerStartError", "BrokerUrl", "find_mosquitto", "free_port", "private_mosquitto"]
+
+
+class BrokerStartError(ServiceError):
+    """A private Mosquitto could not be started (not installed, exited, never listened)."""
 
 
 def free_port() -> int:
@@ -33,7 +38,7 @@ def find_mosquitto() -> str:
     for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
         if candidate and Path(candidate).exists():
             return candidate
-    raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
+    raise BrokerStartError("mosquitto is not installed (Debian: apt-get install mosquitto)")
 
 
 @contextlib.contextmanager
@@ -80,10 +85,10 @@ def _wait_listening(port: int, proc: subprocess.Popen, logpath: Path, timeout: f
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BrokerError(f"mosquitto exited with {proc.returncode}: {logpath.read_text(errors='replace')[-500:]}")
+            raise BrokerStartError(f"mosquitto exited with {proc.returncode}: {logpath.read_text(errors='replace')[-500:]}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
     proc.kill()
-    raise BrokerError(f"mosquitto did not listen on port {port} within {timeout} s")
+    raise BrokerStartError(f"mosquitto did not listen on port {port} within {timeout} s")

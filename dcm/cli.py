@@ -4,8 +4,9 @@ Each subcommand has its own module here (``dcm.gateway_cli``,
 ``dcm.sink_cli``, ``dcm.simulate_cli``, ``dcm.demo_cli``, ``dcm.bench_cli``),
 which defines ``add_parser(subparsers)`` and ``run(args) -> int`` and imports
 its heavy dependencies only inside ``run``, so ``dcm gateway`` on a Pi never
-loads pyarrow. Library errors become one-line messages: exit 2 for bad input
-(config, DBC, URL), 1 for runtime failures.
+loads pyarrow. Subcommands raise; :func:`main` alone turns an error of the
+project's tree (:mod:`dcm_base.errors`) into a one-line message and its exit
+code: 2 for bad input (config, DBC, URL), 1 for runtime failures.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import importlib
 import logging
 import sys
 
-from dcm_base.errors import InputError
+from dcm_base.errors import DcmError, exit_code
 
 SUBCOMMANDS = {
     "demo": "dcm.demo_cli",
@@ -43,17 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from dbc import DbcError
-    from dcm_base.broker_url import BrokerError
-    from minute_packet import PacketError
-
     try:
         return modules[args.command].run(args)
-    except (InputError, DbcError, BrokerError, PacketError) as exc:
+    except DcmError as exc:
         print(f"dcm {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return exit_code(exc)
+    except KeyboardInterrupt as exc:
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import dbc as dbc_files
+from dcm_base.errors import ServiceError
 from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink, SinkConfig
 from gateway.service import GatewayConfig
@@ -44,8 +45,8 @@ class DemoSettings:
     topic_prefix: str | None = None  # default: dcm-demo-<run id>, private to this run
 
 
-class DemoError(Exception):
-    """The demo could not run (broker, DBC...)."""
+class DemoError(ServiceError):
+    """The demo could not finish (the sink could not connect, a gateway failed)."""
 
 
 def run_demo(settings: DemoSettings, progress=None) -> dict[str, Any]:

@@ -21,16 +21,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import dbc as dbc_files
-    from dcm.demo import DemoError, DemoSettings, run_demo
-    from dcm_base.errors import InputError
+    from dcm.demo import DemoSettings, run_demo
 
     settings = DemoSettings(vehicles=args.vehicles, duration_s=args.duration, dbc_path=args.dbc or dbc_files.REFERENCE_DBC,
                             broker=args.broker, seed=args.seed, workdir=args.workdir)
     progress = None if args.json else (lambda msg: print(f"  {msg}", file=sys.stderr))
-    try:
-        result = run_demo(settings, progress)
-    except DemoError as exc:
-        raise InputError(str(exc)) from None
+    result = run_demo(settings, progress)
     if args.json:
         print(json.dumps(result))
     else:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -30,12 +29,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcm_base.errors import InputError
     from dcm.service_runner import run_until_signal
-    from gateway.config import ConfigError, check, load
+    from dcm_base.errors import InputError
+    from gateway.config import check, load
     from gateway.outbox import OutboxError
-    from gateway.replay import LogReplay, ReplayError
-    from gateway.service import Gateway, GatewayError
+    from gateway.replay import LogReplay
+    from gateway.service import Gateway
 
     overrides = {
         "vehicle_id": args.vehicle_id, "model": args.model, "mqtt.url": args.broker,
@@ -44,21 +43,18 @@ def run(args: argparse.Namespace) -> int:
         "mqtt.topic_prefix": args.topic_prefix,
     }
     where = str(args.config) if args.config else "command line"
+    config = load(args.config, overrides)
+    summary = check(config, where)
+    if args.check_config:
+        print(json.dumps({"ok": True, **summary}))
+        return 0
+    replay = LogReplay(args.replay, speed=args.replay_speed or None) if args.replay else None
     try:
-        config = load(args.config, overrides)
-        summary = check(config, where)
-        if args.check_config:
-            print(json.dumps({"ok": True, **summary}))
-            return 0
-        replay = LogReplay(args.replay, speed=args.replay_speed or None) if args.replay else None
-        gateway = Gateway(config, bus=replay, replay=replay is not None)
-    except (ConfigError, ReplayError, OutboxError) as exc:
-        raise InputError(str(exc)) from None
-    try:
+        try:
+            gateway = Gateway(config, bus=replay, replay=replay is not None)
+        except OutboxError as exc:  # the outbox named in the config cannot be opened: bad input, not a failure
+            raise InputError(str(exc)) from None
         run_until_signal(gateway)
-    except GatewayError as exc:
-        print(f"dcm gateway: {exc}", file=sys.stderr)
-        return 1
     finally:
         if replay is not None:
             replay.shutdown()

@@ -89,7 +89,7 @@ def _run_fleet(args: argparse.Namespace) -> int:
 
     from dcm_base.broker_url import BrokerUrl
     from dcm_base.errors import InputError
-    from simulator.fleet_spec import FaultRates, FleetSpec, FleetSpecError
+    from simulator.fleet_spec import FaultRates, FleetSpec
 
     broker = BrokerUrl.parse(args.broker) if args.broker else None
     if args.interval < 1 or 60 % args.interval:
@@ -97,14 +97,11 @@ def _run_fleet(args: argparse.Namespace) -> int:
     now = int(time.time()) // args.interval * args.interval
     start = args.start if args.start is not None else (now - args.interval if args.speed == 1 else now - args.duration)
     start -= start % args.interval
-    try:
-        spec = FleetSpec(vehicles=args.vehicles, duration_s=args.duration, start_time=start, seed=args.seed,
-                         interval_s=args.interval, scenarios_per_kind=args.scenarios_per_kind,
-                         battery_decline_v_per_day=args.battery_decline,
-                         faults=FaultRates(duplicate=args.duplicate, delay=args.delay, reorder=args.reorder,
-                                           corrupt=args.corrupt, disconnect=args.disconnect, delay_s=args.delay_s))
-    except FleetSpecError as exc:
-        raise InputError(str(exc)) from None
+    spec = FleetSpec(vehicles=args.vehicles, duration_s=args.duration, start_time=start, seed=args.seed,
+                     interval_s=args.interval, scenarios_per_kind=args.scenarios_per_kind,
+                     battery_decline_v_per_day=args.battery_decline,
+                     faults=FaultRates(duplicate=args.duplicate, delay=args.delay, reorder=args.reorder,
+                                       corrupt=args.corrupt, disconnect=args.disconnect, delay_s=args.delay_s))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: (stop.set(), print("stopping...", file=sys.stderr)))
 

@@ -61,37 +61,26 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud_sink.compact import CompactionError
-    from cloud_sink.lake import LakeError
-    from cloud_sink.staging import StagingError
-
     config = _config(args)
     if args.check_config:
         from cloud_sink.config import ConfigError
-        from cloud_sink.lake import Lake
+        from cloud_sink.lake import Lake, LakeRootError
 
         if config.ca_file and not Path(config.ca_file).is_file():
             raise ConfigError(f"{args.config or 'command line'}: ca_file: {config.ca_file}: no such file")
         try:  # parses the root (a URI's filesystem and options) without writing anything
             Lake(config.lake_root, layout=config.layout, buckets=config.buckets, compression=config.compression)
-        except LakeError as exc:
+        except LakeRootError as exc:
             raise ConfigError(f"{args.config or 'command line'}: lake.root: {exc}") from None
         share = f", share group {config.share_group}" if config.share_group else ""
         print(f"dcm sink: configuration ok (worker {config.worker}, broker {config.broker}, lake {config.lake_root}"
               f" in the {config.layout} layout{share})")
         return 0
-    try:
-        if args.action == "gaps":
-            return _gaps(args, config)
-        if args.action == "compact":
-            return _compact(args, config)
-        return _serve(config)
-    except LakeError as exc:  # an unusable lake root is a configuration problem
-        print(f"dcm sink: {exc}", file=sys.stderr)
-        return 2
-    except (StagingError, CompactionError) as exc:
-        print(f"dcm sink: {exc}", file=sys.stderr)
-        return 1
+    if args.action == "gaps":
+        return _gaps(args, config)
+    if args.action == "compact":
+        return _compact(args, config)
+    return _serve(config)
 
 
 def _serve(config) -> int:

@@ -4,9 +4,11 @@ from __future__ import annotations
 import dataclasses
 from urllib.parse import unquote, urlsplit
 
+from .errors import InputError
 
-class BrokerError(Exception):
-    """A broker URL is invalid or a private broker could not be started."""
+
+class BrokerUrlError(InputError):
+    """A broker URL is malformed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,11 +23,11 @@ class BrokerUrl:
     def parse(cls, url: str) -> BrokerUrl:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise BrokerError(f"broker URL must look like mqtt://host:port or mqtts://host:port, got {url!r}")
+            raise BrokerUrlError(f"broker URL must look like mqtt://host:port or mqtts://host:port, got {url!r}")
         try:
             port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         except ValueError as exc:
-            raise BrokerError(f"bad port in broker URL {url!r}") from exc
+            raise BrokerUrlError(f"bad port in broker URL {url!r}") from exc
         return cls(
             host=parts.hostname,
             port=port,

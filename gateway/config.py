@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import dbc as dbc_files
-from dcm_base.broker_url import BrokerError, BrokerUrl
+from dcm_base.broker_url import BrokerUrl, BrokerUrlError
+from dcm_base.errors import ConfigError
 from minute_packet import Collection, SchemaError, Topics, TopicError
 from minute_packet.topics import check_prefix, check_vehicle_id
-
-
-class ConfigError(Exception):
-    """A configuration file or value is invalid; the message names the file and key."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +190,7 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Gatew
         name, convert = _KEYS[key]
         try:
             fields[name] = convert(value)
-        except (ValueError, TypeError, BrokerError) as exc:
+        except (ValueError, TypeError, BrokerUrlError) as exc:
             raise ConfigError(f"{where}: {key}: {exc}") from None
     missing = [k for k in _REQUIRED if _KEYS[k][0] not in fields]
     if missing:

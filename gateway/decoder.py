@@ -10,13 +10,14 @@ import dataclasses
 import struct
 from typing import Any
 
+from dcm_base.errors import InputError
 from minute_packet.schema import Schema
 
 EXTENDED_FLAG = 0x8000_0000
 _U64 = (1 << 64) - 1
 
 
-class FrameDecodeError(Exception):
+class FrameDecodeError(InputError):
     """A frame of a known ID does not decode with its DBC message (wrong length, bad mux...)."""
 
 

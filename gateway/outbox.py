@@ -14,12 +14,14 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from dcm_base.errors import ServiceError
+
 log = logging.getLogger(__name__)
 
 WARN_FRACTION = 0.8
 
 
-class OutboxError(Exception):
+class OutboxError(ServiceError):
     """The outbox database cannot be opened or written."""
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import can
 
+from dcm_base.errors import InputError
 
-class ReplayError(Exception):
+
+class ReplayError(InputError):
     """The log cannot be opened or read."""
 
 

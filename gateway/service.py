@@ -23,6 +23,7 @@ from typing import Any
 import can
 
 import dbc as dbc_files
+from dcm_base.errors import ServiceError
 from minute_packet import encode, schema_from_dbc
 from minute_packet.codec import MinutePacket
 
@@ -62,7 +63,7 @@ def interface_drops(channel: str) -> dict[str, int] | None:
     return out
 
 
-class GatewayError(Exception):
+class GatewayError(ServiceError):
     """The gateway stopped because acquisition or storage failed (the cause is chained)."""
 
 

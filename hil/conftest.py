@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from dcm.broker import BrokerError, BrokerUrl, private_mosquitto
+from dcm.broker import BrokerStartError, BrokerUrl, private_mosquitto
 from hil.rig import Interfaces, missing_tools, mtu, socketcan_problem
 
 TOOLS = ("candump", "canplayer", "cangen")
@@ -55,5 +55,5 @@ def broker(ifaces) -> BrokerUrl:
     try:
         with private_mosquitto() as url:
             yield url
-    except BrokerError as exc:
+    except BrokerStartError as exc:
         pytest.skip(str(exc))

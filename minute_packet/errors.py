@@ -1,17 +1,23 @@
-"""Typed errors of the packet format.
+"""Typed errors of the packet format, a branch of the project's tree (:mod:`dcm_base.errors`).
 
 ::
 
-    PacketError
-    ├── PacketEncodeError   the caller handed the encoder something invalid
-    ├── PacketDecodeError   bytes off the wire are not a valid packet (has .reason)
-    ├── SchemaError         a schema or collection config is invalid or unknown
-    └── TopicError          a topic, prefix or vehicle id is not one the topics module builds
+    InputError (dcm_base)
+    └── PacketError
+        ├── PacketEncodeError   the caller handed the encoder something invalid
+        ├── PacketDecodeError   bytes off the wire are not a valid packet (has .reason)
+        ├── SchemaError         a schema or collection config is invalid or unknown
+        └── TopicError          a topic, prefix or vehicle id is not one the topics module builds
+
+A packet error is bad input: the CLI exits 2 on one, and the sink counts and
+quarantines a packet that does not decode instead of stopping.
 """
 from __future__ import annotations
 
+from dcm_base.errors import InputError
 
-class PacketError(Exception):
+
+class PacketError(InputError):
     """Base class of every packet format error."""
 
 

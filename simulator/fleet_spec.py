@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import dbc as dbc_files
+from dcm_base.errors import InputError
 
 from .vehicle_model import Profile
 
@@ -21,7 +22,7 @@ FLEET_SPEC_VERSION = 1
 VARIANT_2027_DBC = Path(dbc_files.__file__).with_name("reference_car_2027.dbc")
 
 
-class FleetSpecError(ValueError):
+class FleetSpecError(InputError, ValueError):
     """A fleet specification is inconsistent (interval, duration, shares...)."""
 
 

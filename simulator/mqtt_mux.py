@@ -23,13 +23,14 @@ import time
 import paho.mqtt.client as mqtt
 
 from dcm_base.broker_url import BrokerUrl
+from dcm_base.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAY_S = 0.2
 
 
-class MqttMuxError(Exception):
+class MqttMuxError(ServiceError):
     """The broker could not be reached or refused the connections."""
 
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ALLOWED: dict[str, set[str]] = {
     "dcm_base": set(),
-    "dbc": set(),
+    "dbc": {"dcm_base"},
     "minute_packet": {"dcm_base"},
     "gateway": {"dcm_base", "dbc", "minute_packet"},
     "cloud_sink": {"dcm_base", "dbc", "minute_packet"},
