@@ -110,7 +110,7 @@ def _metrics(port: int) -> dict[str, int]:
     except OSError:
         return {}
     return {line.split()[0]: int(float(line.split()[-1])) for line in text.splitlines()
-            if line.startswith(("dcm_sink_packets_staged_total", "dcm_sink_packets_stored_total"))}
+            if line.startswith(("dcm_sink_packets_staged_total", "dcm_sink_packets_written_total"))}
 
 
 def _chain(broker, vehicles: int, minutes: int, layout: str, workers: int = 1) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def _chain(broker, vehicles: int, minutes: int, layout: str, workers: int = 1) -
             while time.monotonic() < deadline and all(s.poll() is None for s in sinks):
                 got = [_metrics(p) for p in ports]
                 stored = sum(m.get("dcm_sink_packets_staged_total", 0) for m in got)
-                in_lake = sum(m.get("dcm_sink_packets_stored_total", 0) for m in got)
+                in_lake = sum(m.get("dcm_sink_packets_written_total", 0) for m in got)
                 if stored >= expected and total_s is None:
                     total_s = time.perf_counter() - t
                 if in_lake >= expected:

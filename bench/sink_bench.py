@@ -69,27 +69,27 @@ def _pipeline(args: argparse.Namespace, schema: Any, blobs: list[tuple[str, byte
 
     sink = Sink(SinkConfig(broker=BrokerUrl("127.0.0.1", 1), lake_root=root / "lake", state_path=root / "s.sqlite",
                            quarantine_dir=root / "q", vehicle_secret=b"bench-secret", layout=args.layout,
-                           buckets=args.buckets, chunk_packets=args.chunk, decoded_cache=cache,
+                           buckets=args.buckets, chunk_packets=args.chunk, validated_cache=cache,
                            row_group_rows=args.row_group_rows,
                            compression=args.compression, max_batch_packets=args.batch))
     from minute_packet import Topics
 
-    sink.ingest([Incoming(Topics().schema(schema.fingerprint), schema.to_json(), 0, 1, True)])
+    sink.ingest([Incoming(Topics().schema(schema.fingerprint), schema.to_json(), 0, 1)])
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     ingest_cpu = 0.0
     for start in range(0, len(blobs), args.batch):
         c0 = time.process_time()
         chunk = blobs[start:start + args.batch]
         for k in range(0, len(chunk), 500):
-            sink.ingest([Incoming(t, b, i, 1, False) for i, (t, b) in enumerate(chunk[k:k + 500])])
+            sink.ingest([Incoming(t, b, i, 1) for i, (t, b) in enumerate(chunk[k:k + 500])])
         ingest_cpu += time.process_time() - c0
         sink.flush()
     wall, cpu = time.perf_counter() - t_wall, time.process_time() - t_cpu
-    assert sink.stats.packets_stored == len(blobs), sink.stats
+    assert sink.stats.packets_written == len(blobs), sink.stats
     files = list((root / "lake").rglob("*.parquet"))
     sink.staging.close()
     return {"cpu_s": cpu, "wall_s": wall, "ingest_cpu_s": ingest_cpu, "files": len(files),
-            "lake_bytes": sum(f.stat().st_size for f in files), "rows": sink.stats.rows_stored,
+            "lake_bytes": sum(f.stat().st_size for f in files), "rows": sink.stats.rows_written,
             "parquet_floor_cpu_s": _parquet_floor(files, args)}
 
 

@@ -2,10 +2,6 @@
 
 Example ``sink.toml`` (every key optional except where a default makes no sense)::
 
-    broker = "mqtt://broker:1883"
-    topic_prefix = "dcm"
-    share_group = "sinks"          # MQTT v5 shared subscription, for N workers
-    client_id = "dcm-sink-1"       # must differ per worker; also the default worker id
     worker_id = "w1"               # goes into lake file names
     secret_file = "mask.key"       # key of the vehicle-id HMAC
     state = "state/sink.sqlite"
@@ -13,12 +9,18 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     dbc = ["dbc/reference_car.dbc"]
     http = "127.0.0.1:9108"        # /metrics and /vehicles/{masked}/latest; "" for none
     http_token_file = "http.token" # bearer token every HTTP request must carry (>= 16 characters)
-    ca_file = "broker-ca.pem"      # CA of an mqtts:// broker
     dedupe_days = 30               # dedupe keys are kept this long
     park_days = 7                  # packets whose schema never arrives are quarantined after this long
     intake_batch = 500             # messages staged (and acknowledged) per commit
     queue_size = 1000              # messages waiting for intake
-    decoded_cache = 1000           # packets validated at intake kept for the lake writer
+    validated_cache = 1000         # packets validated at intake kept for the lake writer
+
+    [mqtt]
+    url = "mqtt://broker:1883"
+    topic_prefix = "dcm"
+    share_group = "sinks"          # MQTT v5 shared subscription, for N workers
+    client_id = "dcm-sink-1"       # must differ per worker; also the default worker id
+    ca_file = "broker-ca.pem"      # CA of an mqtts:// broker
 
     [lake]
     root = "lake"                  # or "file:///srv/lake", "s3://bucket/lake?endpoint_override=..."
@@ -32,17 +34,20 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     chunk_packets = 64             # packets decoded at once while writing
     row_group_rows = 32768         # rows per Parquet row group
 
-Relative paths are relative to the config file's folder.
+Loaded by the shared loader (:mod:`dcm_base.config`), as the gateway's config is:
+errors read ``<file>: <key>: <problem>``, relative paths in the file are relative
+to its folder, overrides (CLI flags) use the same dotted keys.
 """
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dcm_base import config as cfg
 from dcm_base.broker_url import BrokerUrl, BrokerUrlError
+from dcm_base.config import Key
 from dcm_base.errors import ConfigError
 from minute_packet import Topics, TopicError
 from minute_packet.topics import check_prefix
@@ -71,7 +76,7 @@ class SinkConfig:
     max_batch_packets: int = 20_000  # a batch never holds more packets (bounds its key list in RAM)
     chunk_packets: int = 64  # decoded at once while writing (small: the decode stays in the CPU cache)
     row_group_rows: int = 32768  # rows per Parquet row group (bounds the rows held before a write)
-    decoded_cache: int = 1000  # packets decoded at intake kept for the writer
+    validated_cache: int = 1000  # packets validated at intake kept for the writer
     intake_batch: int = 500
     queue_size: int = 1000
     dedupe_days: float = 30.0  # dedupe keys older than this are pruned (bounds the staging database)
@@ -79,12 +84,9 @@ class SinkConfig:
     http_host: str | None = None
     http_port: int = 9108
     http_token: bytes | None = dataclasses.field(default=None, repr=False)  # bearer token the HTTP API requires
-    ca_file: str | None = None
-    flush_interval_s: float | None = None  # deprecated alias of roll_interval_s
+    ca_file: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.flush_interval_s is not None:
-            object.__setattr__(self, "roll_interval_s", float(self.flush_interval_s))
         checks = [
             (self.layout in LAYOUTS, "layout", f"must be one of {LAYOUTS}"),
             (1 <= self.buckets <= 65536, "buckets", "must be 1..65536"),
@@ -93,7 +95,7 @@ class SinkConfig:
             (self.max_batch_packets > 0, "max_batch_packets", "must be positive"),
             (self.chunk_packets > 0, "chunk_packets", "must be positive"),
             (self.row_group_rows > 0, "row_group_rows", "must be positive"),
-            (self.decoded_cache >= 0, "decoded_cache", "must be >= 0"),
+            (self.validated_cache >= 0, "validated_cache", "must be >= 0"),
             (self.dedupe_days > 0, "dedupe_days", "must be positive"),
             (self.park_days > 0, "park_days", "must be positive"),
             (self.intake_batch > 0 and self.queue_size > 0, "intake_batch", "must be positive"),
@@ -128,102 +130,101 @@ def _valid_prefix(prefix: object) -> bool:
 
 DEMO_SECRET = b"dcm-demo-secret"
 
-# key in the TOML file (section.key) -> (SinkConfig field, type)
-_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
-    "broker": ("broker", str), "topic_prefix": ("topic_prefix", str), "share_group": ("share_group", str),
-    "client_id": ("client_id", str), "worker_id": ("worker_id", str), "secret_file": ("secret_file", str),
-    "state": ("state_path", str), "quarantine": ("quarantine_dir", str), "dbc": ("dbc_paths", list),
-    "http": ("http", str), "http_token_file": ("http_token_file", str), "ca_file": ("ca_file", str), "intake_batch": ("intake_batch", int),
-    "queue_size": ("queue_size", int), "decoded_cache": ("decoded_cache", int),
-    "dedupe_days": ("dedupe_days", (int, float)), "park_days": ("park_days", (int, float)),
-    "lake.root": ("lake_root", str), "lake.layout": ("layout", str), "lake.buckets": ("buckets", int),
-    "lake.roll_mib": ("roll_mib", (int, float)), "lake.roll_interval_s": ("roll_interval_s", (int, float)),
-    "lake.compression": ("compression", str), "lake.compact_compression": ("compact_compression", str), "lake.max_batch_packets": ("max_batch_packets", int),
-    "lake.chunk_packets": ("chunk_packets", int), "lake.row_group_rows": ("row_group_rows", int),
+def _broker(v: Any) -> BrokerUrl:
+    try:
+        return BrokerUrl.parse(cfg.string(v))
+    except BrokerUrlError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _http(v: Any) -> tuple[str, int] | None:
+    v = cfg.optional_string(v)
+    if v is None:
+        return None
+    host, _, port = v.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {v!r}")
+    return host, int(port)
+
+
+_COUNT = cfg.positive(int)
+_DAYS = cfg.positive(float)
+_KEYS: dict[str, Key] = {
+    "mqtt.url": Key("broker", _broker),
+    "mqtt.topic_prefix": Key("topic_prefix", cfg.checked(check_prefix, TopicError)),
+    "mqtt.share_group": Key("share_group", cfg.string),
+    "mqtt.client_id": Key("client_id", cfg.string),
+    "mqtt.ca_file": Key("ca_file", cfg.path, path=True),
+    "worker_id": Key("worker_id", cfg.string),
+    "secret_file": Key("secret_file", cfg.path, path=True),
+    "state": Key("state_path", cfg.path, path=True),
+    "quarantine": Key("quarantine_dir", cfg.path, path=True),
+    "dbc": Key("dbc_paths", cfg.paths, path=True),
+    "http": Key("http", _http),
+    "http_token_file": Key("http_token_file", cfg.path, path=True),
+    "intake_batch": Key("intake_batch", _COUNT),
+    "queue_size": Key("queue_size", _COUNT),
+    "validated_cache": Key("validated_cache", cfg.number(int, low=0)),
+    "dedupe_days": Key("dedupe_days", _DAYS),
+    "park_days": Key("park_days", _DAYS),
+    "lake.root": Key("lake_root", cfg.path_or_uri, path=True),
+    "lake.layout": Key("layout", cfg.one_of(*LAYOUTS)),
+    "lake.buckets": Key("buckets", cfg.number(int, low=1, high=65536)),
+    "lake.roll_mib": Key("roll_bytes", cfg.mib),
+    "lake.roll_interval_s": Key("roll_interval_s", cfg.positive(float)),
+    "lake.compression": Key("compression", cfg.string),
+    "lake.compact_compression": Key("compact_compression", cfg.string),
+    "lake.max_batch_packets": Key("max_batch_packets", _COUNT),
+    "lake.chunk_packets": Key("chunk_packets", _COUNT),
+    "lake.row_group_rows": Key("row_group_rows", _COUNT),
 }
-_PATHS = {"secret_file", "state_path", "quarantine_dir", "ca_file", "http_token_file"}
-
-
-def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+_RENAMED = {"broker": "mqtt.url", "topic_prefix": "mqtt.topic_prefix", "share_group": "mqtt.share_group",
+            "client_id": "mqtt.client_id", "ca_file": "mqtt.ca_file", "decoded_cache": "validated_cache"}
 
 
 def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> SinkConfig:
-    """Read ``path`` (TOML, may be None), apply ``overrides`` (field name -> value, None = unset)
-    and validate. Raises :class:`ConfigError` naming the file and key."""
-    where = str(path) if path else "command line"
-    raw: dict[str, Any] = {}
-    base = Path(".")
-    if path is not None:
-        base = path.parent
-        try:
-            doc = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"{path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        for key, value in _flatten(doc).items():
-            if key not in _KEYS:
-                raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(_KEYS))})")
-            field, typ = _KEYS[key]
-            if not isinstance(value, typ) or isinstance(value, bool):
-                raise ConfigError(f"{path}: {key} has type {type(value).__name__}")
-            if field in _PATHS or field == "lake_root" and "://" not in value:
-                value = str(base / value)
-            if field == "dbc_paths":
-                if not all(isinstance(v, str) for v in value):
-                    raise ConfigError(f"{path}: dbc must be a list of paths")
-                value = [str(base / v) for v in value]
-            raw[field] = value
-    for field, value in (overrides or {}).items():
-        if value is not None:
-            raw[field] = value
+    """Read ``path`` (TOML, may be None), apply ``overrides`` (dotted keys as in the file,
+    None = unset) and validate. Raises :class:`ConfigError` naming the file and key."""
+    where = cfg.where(path)
+    fields = cfg.load_fields(path, _KEYS, overrides, renamed=_RENAMED)
+    broker = fields.pop("broker", None) or BrokerUrl.parse("mqtt://127.0.0.1:1883")
+    secret = _read_key(where, "secret_file", fields.pop("secret_file", None)) or DEMO_SECRET
+    token_file = fields.pop("http_token_file", None)
+    if token_file is not None:
+        fields["http_token"] = _read_key(where, "http_token_file", token_file)
+        if len(fields["http_token"]) < 16:
+            raise ConfigError(f"{where}: http_token_file: {token_file}: the token must be at least 16 characters")
+    http = fields.pop("http", None)
+    if http is not None:
+        fields["http_host"], fields["http_port"] = http
+    fields.setdefault("lake_root", Path("lake"))
+    fields.setdefault("state_path", Path("sink-state/state.sqlite"))
+    fields.setdefault("quarantine_dir", Path("sink-state/quarantine"))
     try:
-        return _build(raw)
+        return SinkConfig(broker=broker, vehicle_secret=secret, **fields)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _build(raw: dict[str, Any]) -> SinkConfig:
+def _read_key(where: str, key: str, path: Path | None) -> bytes | None:
+    if path is None:
+        return None
     try:
-        broker = BrokerUrl.parse(raw.pop("broker", "mqtt://127.0.0.1:1883"))
-    except BrokerUrlError as exc:
-        raise ConfigError(f"broker: {exc}") from None
-    secret_file = raw.pop("secret_file", None)
-    if secret_file:
-        try:
-            secret = Path(secret_file).read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"secret_file: {secret_file}: {exc.strerror}") from None
-    else:
-        secret = DEMO_SECRET
-    token_file = raw.pop("http_token_file", None)
-    if token_file:
-        try:
-            raw["http_token"] = Path(token_file).read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"http_token_file: {token_file}: {exc.strerror}") from None
-        if len(raw["http_token"]) < 16:
-            raise ConfigError(f"http_token_file: {token_file}: the token must be at least 16 characters")
-    http = raw.pop("http", None)
-    if http:
-        host, _, port = str(http).rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"http: expected host:port, got {http!r}")
-        raw["http_host"], raw["http_port"] = host, int(port)
-    if "roll_mib" in raw:
-        raw["roll_bytes"] = int(float(raw.pop("roll_mib")) * (1 << 20))
-    raw["dbc_paths"] = tuple(Path(p) for p in raw.get("dbc_paths", ()))
-    for key in ("state_path", "quarantine_dir"):
-        if key in raw:
-            raw[key] = Path(raw[key])
-    raw.setdefault("lake_root", "lake")
-    raw.setdefault("state_path", Path("sink-state/state.sqlite"))
-    raw.setdefault("quarantine_dir", Path("sink-state/quarantine"))
-    return SinkConfig(broker=broker, vehicle_secret=secret, **raw)
+        return path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: {key}: {path}: {exc.strerror}") from None
+
+
+def check(config: SinkConfig, where: str) -> dict[str, Any]:
+    """Deeper checks that touch files (the CA file exists, the lake root parses, without writing
+    anything); returns the summary ``--check-config`` prints."""
+    from .lake import Lake, LakeRootError
+
+    if config.ca_file and not Path(config.ca_file).is_file():
+        raise ConfigError(f"{where}: mqtt.ca_file: no such file {config.ca_file}")
+    try:
+        Lake(config.lake_root, layout=config.layout, buckets=config.buckets, compression=config.compression)
+    except LakeRootError as exc:
+        raise ConfigError(f"{where}: lake.root: {exc}") from None
+    return {"worker": config.worker, "broker": str(config.broker), "lake": str(config.lake_root),
+            "layout": config.layout, "share_group": config.share_group}

@@ -34,7 +34,6 @@ class Incoming:
     payload: bytes
     mid: int
     qos: int
-    retain: bool
 
 
 class MqttIntake:
@@ -54,7 +53,6 @@ class MqttIntake:
         self.queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=queue_size)
         self.connected = threading.Event()  # set once the broker has acknowledged every subscription
         self._subscribe_mid: int | None = None
-        self.connects = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()
         c = mqtt.Client(
@@ -98,7 +96,6 @@ class MqttIntake:
         if reason_code.is_failure:
             log.warning("broker %s refused the connection: %s", self.broker, reason_code)
             return
-        self.connects += 1
         log.info("connected to %s (session present: %s)", self.broker, flags.session_present)
         _, self._subscribe_mid = client.subscribe([(topic, 1) for topic in self.topics])
 
@@ -117,7 +114,7 @@ class MqttIntake:
             log.warning("disconnected from %s: %s; reconnecting", self.broker, reason_code)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
-        item = Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain))
+        item = Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
         assert self._loop is not None
         fut = asyncio.run_coroutine_threadsafe(self.queue.put(item), self._loop)
         while not self._closing.is_set():  # wait for room: backpressure onto the broker

@@ -14,15 +14,15 @@ import collections
 import dataclasses
 import json
 import logging
-import threading
 import time
 from pathlib import Path
 
 import pyarrow as pa
 
 import dbc as dbc_files
+from dcm_base.backoff import Backoff
 from minute_packet import PacketDecodeError, Schema, SchemaError, TopicError, schema_from_dbc
-from minute_packet.codec import PacketInfo, inspect
+from minute_packet.codec import PacketInfo, validate
 from minute_packet.schema import SCHEMA_VERSIONS
 
 from .config import SinkConfig
@@ -32,7 +32,7 @@ from .lake import Lake, LakeError, mask_vehicle
 from .quarantine import Quarantine
 from .registry import SchemaRegistry
 from .staging import NEW, STALE, NewPacket, Staging, StagingError
-from .writer import DecodedCache, LakeWriter
+from .writer import ValidatedCache, LakeWriter
 
 __all__ = ["Sink", "SinkConfig", "SinkStats"]
 
@@ -44,8 +44,8 @@ class SinkStats:
     packets_in: int = 0
     packets_staged: int = 0
     duplicates: int = 0
-    packets_stored: int = 0
-    rows_stored: int = 0
+    packets_written: int = 0
+    rows_written: int = 0
     files_written: int = 0
     batches: int = 0
     schemas_learned: int = 0
@@ -54,7 +54,6 @@ class SinkStats:
     staging_errors: int = 0
     write_errors: int = 0
     last_lag_s: float = 0.0  # receive time - packet end time, of the last staged packet
-    rejects: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     out_of_range: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
@@ -73,19 +72,18 @@ class Sink:
             for version in SCHEMA_VERSIONS:  # packets of older gateways (schema v1) decode too
                 schema = schema_from_dbc(db, source=Path(path).name, version=version)
                 self._learn(schema, schema.to_json())
-        self.cache = DecodedCache(config.decoded_cache)
+        self.cache = ValidatedCache(config.validated_cache)
         self._masks: dict[str, str] = {}
         self.writer = LakeWriter(self.lake, self.staging, self.quarantine, worker_id=config.worker,
                                  schemas=self.schemas, mask=self.mask, cache=self.cache,
                                  chunk_packets=config.chunk_packets,
                                  row_group_rows=config.row_group_rows)
         self._stop = asyncio.Event()
-        self._reject_lock = threading.Lock()
         self._flush_now = asyncio.Event()
         self.http_port: int | None = None
         self._gaps_cache: tuple[float, int] = (0.0, 0)
         self._next_prune = 0.0
-        self._backoff = 1.0
+        self._backoff = Backoff(1.0, 60.0)  # lake writes
         self._loop: asyncio.AbstractEventLoop | None = None
         self.topics = config.topics
         telemetry = self.topics.all_vehicles("telemetry")
@@ -149,7 +147,7 @@ class Sink:
             batch = [await q.get()]
             while len(batch) < self.config.intake_batch and not q.empty():
                 batch.append(q.get_nowait())
-            delay = 0.5
+            backoff = Backoff(0.5, 30.0)
             while True:
                 work = asyncio.ensure_future(asyncio.to_thread(self.ingest, batch))
                 try:
@@ -164,9 +162,9 @@ class Sink:
                     raise
                 except StagingError as exc:  # e.g. disk full: nothing acked, retry the same messages
                     self.stats.staging_errors += 1
+                    delay = backoff.next()
                     log.error("staging failed, retrying in %.1f s: %s", delay, exc)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
             self._ack(batch)
 
     def _ack(self, batch: list[Incoming]) -> None:
@@ -213,7 +211,7 @@ class Sink:
             return None
         self.stats.packets_in += 1
         try:  # every check decode makes, without building the value matrices (the writer does)
-            packet = inspect(m.payload)
+            packet = validate(m.payload)
         except PacketDecodeError as exc:
             self._reject(exc.reason, m, exc.detail)
             return None
@@ -233,8 +231,6 @@ class Sink:
         return new, packet
 
     def _reject(self, reason: str, m: Incoming, detail: str) -> None:
-        with self._reject_lock:  # intake and the lake writer's housekeeping both reject
-            self.stats.rejects[reason] += 1
         self.quarantine.put(reason, m.topic, m.payload, detail)
 
     # -- lake writer ----------------------------------------------------------------------------
@@ -256,11 +252,11 @@ class Sink:
             except (LakeError, StagingError, OSError, pa.ArrowException) as exc:
                 # the unfinished batch stays in staging and is written again (same file names)
                 self.stats.write_errors += 1
-                log.error("writing to the lake failed, retrying in %.0f s: %s", self._backoff, exc)
-                await asyncio.sleep(self._backoff)
-                self._backoff = min(self._backoff * 2, 60.0)
+                delay = self._backoff.next()
+                log.error("writing to the lake failed, retrying in %.0f s: %s", delay, exc)
+                await asyncio.sleep(delay)
                 continue
-            self._backoff = 1.0
+            self._backoff.reset()
             if time.monotonic() >= self._next_prune:
                 self._next_prune = time.monotonic() + 3600
                 cutoff = time.time() - self.config.dedupe_days * 86400
@@ -289,7 +285,7 @@ class Sink:
                 break
             for _id, vehicle, _boot, seq, fp, payload in expired:
                 self._reject("schema_never_arrived", Incoming(self.topics.telemetry(vehicle),
-                                                              payload, 0, 0, False),
+                                                              payload, 0, 0),
                              f"seq {seq}: schema {fp.hex()} unknown after {self.config.park_days:g} days")
             total += self.staging.forget_parked([row[0] for row in expired])
         if total:
@@ -314,8 +310,8 @@ class Sink:
                 log.warning("batch %d was interrupted; writing it again (%d packets)", batch, len(staged))
             result = self.writer.write_batch(batch, redo, staged)
             self.staging.finish_batch(batch, result.files, result.latest)
-            self.stats.packets_stored += result.packets
-            self.stats.rows_stored += result.rows
+            self.stats.packets_written += result.packets
+            self.stats.rows_written += result.rows
             self.stats.files_written += len(result.files)
             self.stats.batches += 1
             self.stats.out_of_range.update(result.out_of_range)
@@ -342,8 +338,8 @@ class Sink:
              float(self.intake.connected.is_set())),
             ("dcm_sink_packets_in_total", c, "packets received on telemetry topics", {}, s.packets_in),
             ("dcm_sink_packets_staged_total", c, "new packets committed to staging", {}, s.packets_staged),
-            ("dcm_sink_packets_stored_total", c, "packets written to the lake", {}, s.packets_stored),
-            ("dcm_sink_rows_stored_total", c, "rows written to the lake", {}, s.rows_stored),
+            ("dcm_sink_packets_written_total", c, "packets written to the lake", {}, s.packets_written),
+            ("dcm_sink_rows_written_total", c, "rows written to the lake", {}, s.rows_written),
             ("dcm_sink_duplicates_total", c, "duplicate deliveries dropped", {}, s.duplicates),
             ("dcm_sink_files_written_total", c, "Parquet files written", {}, s.files_written),
             ("dcm_sink_staging_errors_total", c, "failed staging commits (retried, not acked)", {},
@@ -354,7 +350,7 @@ class Sink:
             ("dcm_sink_schema_events_unpublished_total", c, "schema events not published", {}, s.events_dropped),
             ("dcm_sink_schema_cache_evictions_total", c, "model/vehicle schema states evicted from memory"
              " (read back from staging when seen again)", {}, self.registry.evicted),
-            ("dcm_sink_decoded_cache_evictions_total", c, "decoded packets evicted before writing", {},
+            ("dcm_sink_validated_cache_evictions_total", c, "decoded packets evicted before writing", {},
              self.cache.evicted),
             ("dcm_sink_quarantine_unsaved_total", c, "rejects counted but not saved (quarantine full)", {},
              self.quarantine.dropped),

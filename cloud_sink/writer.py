@@ -4,9 +4,10 @@ A batch's packets arrive from staging in lake order, so the packets of one
 output file (model, day, vehicle or bucket, fingerprint) are consecutive:
 only one file is open at a time. Packets are decoded in chunks of
 ``chunk_packets`` and their tables held until a row group of about
-``row_group_rows`` rows is full, which bounds memory however large the batch. Decoded packets come from a bounded cache filled at
-intake (validated, columns still encoded; evictions counted) or are inspected again
-from the staged bytes, and are decoded straight into the chunk's column layout.
+``row_group_rows`` rows is full, which bounds memory however large the batch. Validated
+packets (columns still encoded) come from a bounded cache filled at intake (evictions
+counted) or are validated again from the staged bytes, and are decoded straight into the
+chunk's column layout.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from minute_packet import PacketDecodeError, Schema
-from minute_packet.codec import PacketInfo, inspect
+from minute_packet.codec import PacketInfo, validate
 
 from .lake import DAY, Lake, LakeFile, safe_value
 from .quarantine import Quarantine
@@ -29,8 +30,8 @@ from .table import Latest, TableBuilder, merge_latest
 log = logging.getLogger(__name__)
 
 
-class DecodedCache:
-    """Packets validated at intake (:class:`PacketInfo`: header plus still-encoded columns,
+class ValidatedCache:
+    """Packets validated at intake (not decoded yet) (:class:`PacketInfo`: header plus still-encoded columns,
     about 4x the wire size), kept for the writer; bounded, oldest evicted first."""
 
     def __init__(self, capacity: int) -> None:
@@ -59,7 +60,6 @@ class BatchResult:
     files: list[str]
     packets: int
     rows: int
-    rejected: int
     out_of_range: collections.Counter
     latest: Latest
 
@@ -68,7 +68,7 @@ class LakeWriter:
     """Writes staged batches of one worker into the lake."""
 
     def __init__(self, lake: Lake, staging: Staging, quarantine: Quarantine, *, worker_id: str,
-                 schemas: dict[bytes, Schema], mask: Callable[[str], str], cache: DecodedCache,
+                 schemas: dict[bytes, Schema], mask: Callable[[str], str], cache: ValidatedCache,
                  chunk_packets: int = 64, row_group_rows: int = 32768) -> None:
         self.lake, self.staging, self.quarantine = lake, staging, quarantine
         self.worker_id = safe_value(worker_id)
@@ -87,7 +87,7 @@ class LakeWriter:
 
     def write_batch(self, batch: int, redo: bool, staged: list[StagedPacket]) -> BatchResult:
         """Write one batch's files; the caller marks the batch finished with the result."""
-        result = BatchResult([], 0, 0, 0, collections.Counter(), {})
+        result = BatchResult([], 0, 0, collections.Counter(), {})
         bad: list[int] = []  # ids of staged packets rejected while writing
         i = 0
         while i < len(staged):
@@ -99,12 +99,11 @@ class LakeWriter:
             i = j
         if bad:
             self.staging.drop(bad)
-        result.rejected = len(bad)
         return result
 
     def _decoded(self, staged: list[StagedPacket], schema: Schema,
                  bad: list) -> list[tuple[StagedPacket, PacketInfo]]:
-        """The validated packets of a chunk: from the intake cache, else inspected again from
+        """The validated packets of a chunk: from the intake cache, else validated again from
         their staged bytes. Packets that fail (a corrupted staging row, or a parked packet whose
         schema turned out different) are quarantined and listed in ``bad``."""
         cached = [self.cache.pop(sp.key) for sp in staged]
@@ -116,7 +115,7 @@ class LakeWriter:
                 if sp.id not in payloads:
                     raise StagingError(f"packet {sp.key!r} is pending but its bytes are missing from staging")
                 try:
-                    packet = inspect(payloads[sp.id])
+                    packet = validate(payloads[sp.id])
                 except PacketDecodeError as exc:  # intake checked it: only a corrupted staging row gets here
                     self.quarantine.put(exc.reason, f"staging/{sp.vehicle}", payloads[sp.id], exc.detail)
                     bad.append(sp.id)

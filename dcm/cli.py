@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 
@@ -37,6 +38,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
         p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
         modules[name] = module
     return ap, modules
+
+
+def print_check(summary: dict) -> None:
+    """What ``--check-config`` prints for every service: one JSON object, ``"ok": true`` first."""
+    print(json.dumps({"ok": True, **summary}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,7 +69,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
     sink = Sink(SinkConfig(
         broker=broker, lake_root=work / "lake", state_path=work / "sink" / "state.sqlite",
         quarantine_dir=work / "sink" / "quarantine", vehicle_secret=DEMO_SECRET, topic_prefix=prefix,
-        client_id=f"dcm-sink-{run_id}", dbc_paths=(settings.dbc_path,), flush_interval_s=3600,
+        client_id=f"dcm-sink-{run_id}", dbc_paths=(settings.dbc_path,), roll_interval_s=3600,
     ))
     sink_task = asyncio.create_task(sink.run(), name="sink")
     if not await asyncio.to_thread(sink.intake.connected.wait, 15):
@@ -110,13 +110,13 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
     await sink_task
 
     schema = schema_from_dbc(db)
-    mismatches, rows_stored = 0, 0
+    mismatches, rows_written = 0, 0
     expected_rows = 0
     for vid, rec in zip(vehicles, recorders):
         expected = rec.expected(schema)
         expected_rows += len(expected)
         stored = read_lake_vehicle(work / "lake", mask_vehicle(DEMO_SECRET, vid))
-        rows_stored += len(stored)
+        rows_written += len(stored)
         mismatches += compare(expected, stored, (c.name for c in schema.columns if c.aggregate == "last"))
     packet_bytes = sum(g.stats.packet_bytes for g in gateways)
     return {
@@ -128,10 +128,10 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
         "frames_read": sum(g.source.stats.frames for g in gateways),
         "frames_malformed": sum(g.sampler.stats.frames_malformed for g in gateways),
         "packets_published": published,
-        "packets_stored": sink.stats.packets_stored,
+        "packets_written": sink.stats.packets_written,
         "duplicates": sink.stats.duplicates,
         "quarantined": sink.quarantine.total,
-        "rows_stored": rows_stored,
+        "rows_written": rows_written,
         "vehicle_seconds": expected_rows,
         "mismatches": mismatches,
         "bytes_per_vehicle_minute": round(packet_bytes / (expected_rows / 60), 1) if expected_rows else None,

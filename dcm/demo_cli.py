@@ -33,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"""
 dcm demo: {result['vehicles']} vehicles × {result['duration_s']} s of driving ({result['dbc']}, {result['signals']} signals)
   frames sent / read by gateways   {result['frames_sent']:,} / {result['frames_read']:,} (undecodable {result['frames_malformed']})
-  minute packets published/stored  {result['packets_published']} / {result['packets_stored']} (duplicates {result['duplicates']}, quarantined {result['quarantined']})
-  rows in the Parquet lake         {result['rows_stored']:,} of {result['vehicle_seconds']:,} vehicle-seconds
+  minute packets published/stored  {result['packets_published']} / {result['packets_written']} (duplicates {result['duplicates']}, quarantined {result['quarantined']})
+  rows in the Parquet lake         {result['rows_written']:,} of {result['vehicle_seconds']:,} vehicle-seconds
   cells differing from cantools    {result['mismatches']}
   bytes per vehicle-minute         {result['bytes_per_vehicle_minute']}
   elapsed                          {result['elapsed_s']} s  (broker {result['broker']})""")
-    ok = result["mismatches"] == 0 and result["rows_stored"] == result["vehicle_seconds"]
+    ok = result["mismatches"] == 0 and result["rows_written"] == result["vehicle_seconds"]
     return 0 if ok else 1

@@ -1,12 +1,12 @@
 """``dcm gateway``: read a CAN bus (or replay a log) and publish minute packets.
 
 Configuration comes from ``--config FILE`` (TOML, see deploy/gateway.example.toml);
-flags override it. ``--check-config`` validates and exits.
+flags override it. ``--check-config`` validates, prints the same JSON summary as
+``dcm sink --check-config`` (``{"ok": true, ...}``) and exits.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -29,6 +29,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dcm.cli import print_check
     from dcm.service_runner import run_until_signal
     from dcm_base.errors import InputError
     from gateway.config import check, load
@@ -46,12 +47,12 @@ def run(args: argparse.Namespace) -> int:
     config = load(args.config, overrides)
     summary = check(config, where)
     if args.check_config:
-        print(json.dumps({"ok": True, **summary}))
+        print_check(summary)
         return 0
     replay = LogReplay(args.replay, speed=args.replay_speed or None) if args.replay else None
     try:
         try:
-            gateway = Gateway(config, bus=replay, replay=replay is not None)
+            gateway = Gateway(config, bus=replay)
         except OutboxError as exc:  # the outbox named in the config cannot be opened: bad input, not a failure
             raise InputError(str(exc)) from None
         run_until_signal(gateway)

@@ -30,7 +30,6 @@ class FrameRecorder:
         self._frames: dict[tuple[int, int, bool, Any], bytes] = {}
         self._lock = threading.Lock()
         self.frames = 0
-        self.undecodable = 0  # frames cantools itself cannot decode (a broken DBC message)
 
     def add(self, msg: can.Message) -> None:
         message = self._by_id.get((msg.arbitration_id, msg.is_extended_id))
@@ -62,7 +61,6 @@ class FrameRecorder:
             try:
                 decoded = message.decode(data, decode_choices=False, scaling=True)
             except Exception:  # the gateway cannot decode it either: nothing is expected
-                self.undecodable += 1
                 continue
             row = out.setdefault(sec, {})
             for signal, value in decoded.items():

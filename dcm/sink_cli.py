@@ -49,32 +49,24 @@ def _config(args: argparse.Namespace):
     from cloud_sink.config import load_config
 
     overrides = {
-        "broker": args.broker, "lake_root": args.lake, "layout": args.layout,
-        "state_path": args.state[0] if args.state else None, "quarantine_dir": args.quarantine,
-        "dbc_paths": [str(p) for p in args.dbc] or None, "secret_file": str(args.secret_file) if args.secret_file else None,
-        "topic_prefix": args.topic_prefix, "share_group": args.share_group, "client_id": args.client_id,
-        "worker_id": args.worker_id, "roll_interval_s": args.roll_interval, "roll_mib": args.roll_mib,
-        "http": args.http, "http_token_file": str(args.http_token_file) if args.http_token_file else None,
-        "ca_file": str(args.ca_file) if args.ca_file else None,
+        "mqtt.url": args.broker, "lake.root": args.lake, "lake.layout": args.layout,
+        "state": args.state[0] if args.state else None, "quarantine": args.quarantine,
+        "dbc": [str(p) for p in args.dbc] or None, "secret_file": args.secret_file,
+        "mqtt.topic_prefix": args.topic_prefix, "mqtt.share_group": args.share_group, "mqtt.client_id": args.client_id,
+        "worker_id": args.worker_id, "lake.roll_interval_s": args.roll_interval, "lake.roll_mib": args.roll_mib,
+        "http": args.http, "http_token_file": args.http_token_file, "mqtt.ca_file": args.ca_file,
     }
     return load_config(args.config, overrides)
 
 
 def run(args: argparse.Namespace) -> int:
+    from cloud_sink.config import check
+
+    from dcm.cli import print_check
+
     config = _config(args)
     if args.check_config:
-        from cloud_sink.config import ConfigError
-        from cloud_sink.lake import Lake, LakeRootError
-
-        if config.ca_file and not Path(config.ca_file).is_file():
-            raise ConfigError(f"{args.config or 'command line'}: ca_file: {config.ca_file}: no such file")
-        try:  # parses the root (a URI's filesystem and options) without writing anything
-            Lake(config.lake_root, layout=config.layout, buckets=config.buckets, compression=config.compression)
-        except LakeRootError as exc:
-            raise ConfigError(f"{args.config or 'command line'}: lake.root: {exc}") from None
-        share = f", share group {config.share_group}" if config.share_group else ""
-        print(f"dcm sink: configuration ok (worker {config.worker}, broker {config.broker}, lake {config.lake_root}"
-              f" in the {config.layout} layout{share})")
+        print_check(check(config, str(args.config) if args.config else "command line"))
         return 0
     if args.action == "gaps":
         return _gaps(args, config)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import can
 
+from dcm_base.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 
@@ -71,8 +73,7 @@ class CanSource:
         self._bus = bus
         self._opener = opener
         self._stop = stop or threading.Event()
-        self._backoff = (backoff_min_s, backoff_max_s)
-        self._delay = backoff_min_s
+        self._backoff = Backoff(backoff_min_s, backoff_max_s)
         self._down_since: tuple[float, float] | None = None  # (monotonic, wall) when the bus failed
 
     @property
@@ -131,8 +132,7 @@ class CanSource:
         return time.monotonic() - self._down_since[0] if self._down_since else 0.0
 
     def _wait(self) -> None:
-        self._stop.wait(self._delay)
-        self._delay = min(self._delay * 2, self._backoff[1])
+        self._stop.wait(self._backoff.next())
 
     def _recovered(self) -> None:
         assert self._down_since is not None
@@ -142,7 +142,7 @@ class CanSource:
         self.stats.outage_seconds += gap
         self.stats.last_outage = (began_wall, gap)
         self._down_since = None
-        self._delay = self._backoff[0]
+        self._backoff.reset()
         log.warning("CAN bus back after %.1f s without frames", gap)
 
     def _close(self) -> None:

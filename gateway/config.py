@@ -1,19 +1,22 @@
 """Gateway configuration: one TOML file → one frozen, validated :class:`GatewayConfig`.
 
-Every error names the file and the key (``gateway.toml: mqtt.url: ...``).
-CLI flags override file values via :func:`load` ``overrides`` (dotted keys).
+Loaded by the shared loader (:mod:`dcm_base.config`): every error names the file
+and the key (``gateway.toml: mqtt.url: ...``), relative paths in the file are
+relative to its folder, CLI flags override file values via :func:`load`
+``overrides`` (dotted keys).
 See ``deploy/gateway.example.toml`` for every key with its default.
 """
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import dbc as dbc_files
+from dcm_base import config as cfg
 from dcm_base.broker_url import BrokerUrl, BrokerUrlError
+from dcm_base.config import Key
 from dcm_base.errors import ConfigError
 from minute_packet import Collection, SchemaError, Topics, TopicError
 from minute_packet.topics import check_prefix, check_vehicle_id
@@ -35,9 +38,9 @@ class GatewayConfig:
     kernel_filters: bool = True
     rcvbuf_bytes: int = 16 << 20  # SocketCAN receive buffer: rides out reader stalls (SD card, GC)
     topic_prefix: str = "dcm"
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
     status_interval_s: float = 60.0
     outbox_max_bytes: int = 256 << 20
     backlog_rate: float = 50.0  # packets/s while draining a backlog after a reconnect
@@ -66,90 +69,46 @@ class GatewayConfig:
         return self.topics.status(self.vehicle_id)
 
 
-# key in the TOML file → (GatewayConfig field, type check/convert)
-def _str(v: Any) -> str:
-    if not isinstance(v, str) or not v:
-        raise ValueError("must be a non-empty string")
-    return v
+def _broker(v: Any) -> BrokerUrl:
+    try:
+        return BrokerUrl.parse(cfg.string(v))
+    except BrokerUrlError as exc:
+        raise ValueError(str(exc)) from None
 
 
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError("must be true or false")
-    return v
-
-
-def _positive(kind: type) -> Any:
-    def check(v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise ValueError("must be a positive number")
-        if kind is int and not float(v).is_integer():
-            raise ValueError("must be an integer")
-        return kind(v)
-
-    return check
-
-
-def _level(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 22:
-        raise ValueError("must be an integer from 1 to 22")
-    return v
-
-
-def _topic_check(check: Any) -> Any:
-    def convert(v: Any) -> str:
-        try:
-            return check(_str(v))
-        except TopicError as exc:
-            raise ValueError(str(exc)) from None
-
-    return convert
-
-
-_KEYS: dict[str, tuple[str, Any]] = {
-    "vehicle_id": ("vehicle_id", _topic_check(check_vehicle_id)),
-    "model": ("model", _str),
-    "can.interface": ("interface", _str),
-    "can.channel": ("channel", _str),
-    "can.bitrate": ("bitrate", _positive(int)),
-    "can.fd": ("fd", _bool),
-    "can.kernel_filters": ("kernel_filters", _bool),
-    "can.rcvbuf_mb": ("rcvbuf_bytes", lambda v: int(_positive(float)(v) * (1 << 20))),
-    "dbc.path": ("dbc_path", lambda v: Path(_str(v))),
-    "dbc.vss_overlay": ("vss_overlay", lambda v: Path(_str(v))),
-    "mqtt.url": ("broker", lambda v: BrokerUrl.parse(_str(v))),
-    "mqtt.topic_prefix": ("topic_prefix", _topic_check(check_prefix)),
-    "mqtt.ca_file": ("ca_file", _str),
-    "mqtt.cert_file": ("cert_file", _str),
-    "mqtt.key_file": ("key_file", _str),
-    "mqtt.status_interval_s": ("status_interval_s", _positive(float)),
-    "outbox.path": ("outbox_path", lambda v: Path(_str(v))),
-    "outbox.max_mb": ("outbox_max_bytes", lambda v: int(_positive(float)(v) * (1 << 20))),
-    "outbox.backlog_rate": ("backlog_rate", _positive(float)),
-    "outbox.zstd_level": ("zstd_level", _level),
-    "time.idle_flush_s": ("idle_flush_s", _positive(float)),
-    "time.clock_step_s": ("clock_step_s", _positive(float)),
-    "time.clock_slew": ("clock_slew", _positive(float)),
+_KEYS: dict[str, Key] = {
+    "vehicle_id": Key("vehicle_id", cfg.checked(check_vehicle_id, TopicError)),
+    "model": Key("model", cfg.string),
+    "can.interface": Key("interface", cfg.string),
+    "can.channel": Key("channel", cfg.string),
+    "can.bitrate": Key("bitrate", cfg.positive(int)),
+    "can.fd": Key("fd", cfg.boolean),
+    "can.kernel_filters": Key("kernel_filters", cfg.boolean),
+    "can.rcvbuf_mb": Key("rcvbuf_bytes", cfg.mib),
+    "dbc.path": Key("dbc_path", cfg.path, path=True),
+    "dbc.vss_overlay": Key("vss_overlay", cfg.path, path=True),
+    "mqtt.url": Key("broker", _broker),
+    "mqtt.topic_prefix": Key("topic_prefix", cfg.checked(check_prefix, TopicError)),
+    "mqtt.ca_file": Key("ca_file", cfg.path, path=True),
+    "mqtt.cert_file": Key("cert_file", cfg.path, path=True),
+    "mqtt.key_file": Key("key_file", cfg.path, path=True),
+    "mqtt.status_interval_s": Key("status_interval_s", cfg.positive(float)),
+    "outbox.path": Key("outbox_path", cfg.path, path=True),
+    "outbox.max_mb": Key("outbox_max_bytes", cfg.mib),
+    "outbox.backlog_rate": Key("backlog_rate", cfg.positive(float)),
+    "outbox.zstd_level": Key("zstd_level", cfg.number(int, low=1, high=22)),
+    "time.idle_flush_s": Key("idle_flush_s", cfg.positive(float)),
+    "time.clock_step_s": Key("clock_step_s", cfg.positive(float)),
+    "time.clock_slew": Key("clock_slew", cfg.positive(float)),
+    # the collection is built from these three below
+    "collect.default": Key("collect.default", lambda v: v),
+    "collect.signals": Key("collect.signals", lambda v: v),
+    "collect.aggregates": Key("collect.aggregates", lambda v: v),
 }
-_COLLECT = {"collect.default", "collect.signals", "collect.aggregates"}
 _REQUIRED = ("vehicle_id", "mqtt.url", "outbox.path")
 
 
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and dotted not in ("collect.aggregates",):
-            out.update(_flatten(value, dotted + "."))
-        else:
-            out[dotted] = value
-    return out
-
-
-def _collection(where: str, flat: Mapping[str, Any]) -> Collection:
-    default = flat.get("collect.default", ["last"])
-    signals = flat.get("collect.signals")
-    aggregates = flat.get("collect.aggregates", {})
+def _collection(where: str, default: Any, signals: Any, aggregates: Any) -> Collection:
     try:
         if not isinstance(default, list) or not all(isinstance(a, str) for a in default):
             raise ValueError("collect.default: must be a list of aggregate names")
@@ -169,36 +128,19 @@ def _collection(where: str, flat: Mapping[str, Any]) -> Collection:
 
 
 def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> GatewayConfig:
-    """Read and validate a gateway config; ``overrides`` (dotted keys, e.g. ``"can.channel"``) win."""
-    where = str(path) if path else "command line"
-    flat: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                flat = _flatten(tomllib.load(fh))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    flat.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    fields: dict[str, Any] = {}
-    for key, value in flat.items():
-        if key in _COLLECT:
-            continue
-        if key not in _KEYS:
-            raise ConfigError(f"{where}: {key}: unknown key")
-        name, convert = _KEYS[key]
-        try:
-            fields[name] = convert(value)
-        except (ValueError, TypeError, BrokerUrlError) as exc:
-            raise ConfigError(f"{where}: {key}: {exc}") from None
-    missing = [k for k in _REQUIRED if _KEYS[k][0] not in fields]
-    if missing:
-        raise ConfigError(f"{where}: {missing[0]}: required")
-    fields["collection"] = _collection(where, flat)
+    """Read and validate a gateway config; ``overrides`` (dotted keys, e.g. ``"can.channel"``) win.
+
+    Relative paths in the file are relative to the file's folder (:mod:`dcm_base.config`)."""
+    where = cfg.where(path)
+    fields = cfg.load_fields(path, _KEYS, overrides, required=_REQUIRED, tables=("collect.aggregates",))
+    fields["collection"] = _collection(where, fields.pop("collect.default", ["last"]),
+                                       fields.pop("collect.signals", None), fields.pop("collect.aggregates", {}))
     if bool(fields.get("cert_file")) != bool(fields.get("key_file")):
         raise ConfigError(f"{where}: mqtt.key_file: cert_file and key_file go together")
-    return GatewayConfig(**fields)
+    try:
+        return GatewayConfig(**fields)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_vss(config: GatewayConfig) -> dict[str, dict[str, Any]] | None:

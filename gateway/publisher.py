@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import random
 import ssl
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 
 import aiomqtt
 
+from dcm_base.backoff import Backoff
 from dcm_base.broker_url import BrokerUrl
 
 from .outbox import Outbox, OutboxItem
@@ -100,13 +100,13 @@ class Publisher:
 
     async def run(self) -> None:
         """Run until cancelled."""
-        delay = self.settings.backoff_min_s
+        backoff = Backoff(self.settings.backoff_min_s, self.settings.backoff_max_s, jitter=True)
         while True:
             try:
                 async with self._client() as client:
                     self.stats.connects += 1
                     self.stats.connected = True
-                    delay = self.settings.backoff_min_s
+                    backoff.reset()
                     log.info("connected to %s", self.settings.broker)
                     await client.publish(self.settings.schema_topic, self.settings.schema_payload, qos=1, retain=True)
                     async with asyncio.TaskGroup() as tg:
@@ -115,11 +115,11 @@ class Publisher:
                         tg.create_task(self._watch_suspend(), name="suspend-watch")
             except* aiomqtt.MqttError as group:
                 self.stats.connect_failures += 1
-                log.warning("broker %s: %s; retrying in ≤%.1f s", self.settings.broker, group.exceptions[0], delay)
+                log.warning("broker %s: %s; retrying in ≤%.1f s", self.settings.broker, group.exceptions[0],
+                            backoff.delay)
             finally:
                 self.stats.connected = False
-            await asyncio.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, self.settings.backoff_max_s)
+            await asyncio.sleep(backoff.next())
 
     def _client(self) -> aiomqtt.Client:
         b, s = self.settings.broker, self.settings

@@ -77,12 +77,13 @@ def _version() -> str:
 class Gateway:
     """One vehicle's gateway. ``run()`` until ``stop()``; the final partial packet is flushed.
 
-    ``bus`` replaces the configured bus (tests, the demo); ``replay`` marks a source that ends
-    (a log file): the gateway stops by itself at its end, and its timestamps are not wall-clock
-    checked.
+    ``bus`` replaces the configured bus (tests, the demo, a :class:`~gateway.replay.LogReplay`).
+    A bus whose ``recv`` raises :class:`EOFError` has ended: the gateway flushes and stops by
+    itself. A bus with ``recorded = True`` carries recorded timestamps: they are not wall-clock
+    checked, and nothing is left to drain from it at a stop.
     """
 
-    def __init__(self, config: GatewayConfig, *, bus: can.BusABC | None = None, replay: bool = False) -> None:
+    def __init__(self, config: GatewayConfig, *, bus: can.BusABC | None = None) -> None:
         self.config = config
         self.db = dbc_files.load(config.dbc_path)
         self.schema = schema_from_dbc(self.db, config.collection, source=Path(config.dbc_path).name,
@@ -109,7 +110,7 @@ class Gateway:
         )
         self.stats = GatewayStats()
         self._stop = threading.Event()
-        self._replay = replay
+        self._recorded = bool(getattr(bus, "recorded", False))
         self.source = CanSource(bus) if bus is not None else CanSource(opener=self._open_bus, stop=self._stop)
         self._own_bus = bus is None
         self._acquisition_done = asyncio.Event()
@@ -169,8 +170,6 @@ class Gateway:
         """Ask the reader to flush and finish; ``run()`` returns once the outbox is drained or
         ``drain_timeout`` passes."""
         self._stop.set()
-        if self._replay:  # a replay pacing through a gap in its log returns at once
-            getattr(self.source.bus, "stop", lambda: None)()
 
     async def run(self, *, drain_timeout: float = 30.0) -> None:
         loop = asyncio.get_running_loop()
@@ -252,7 +251,7 @@ class Gateway:
 
     def _handle(self, msg: can.Message) -> None:
         ts = msg.timestamp
-        if not self._replay:
+        if not self._recorded:
             self._frames_since_check += 1
             if self._frames_since_check >= CLOCK_CHECK_FRAMES:
                 self._frames_since_check = 0
@@ -270,17 +269,17 @@ class Gateway:
 
     def _read_loop(self) -> None:
         source, stats = self.source, self.sampler.stats
-        if not self._replay:
+        if not self._recorded:
             self._check_clock()
         self._last_collected = time.monotonic()
         try:
             while not self._stop.is_set():
                 try:
                     msg = source.recv(timeout=0.2)
-                except EOFError:  # a replayed log ended
+                except EOFError:  # the source ended (a replayed log)
                     break
                 if msg is None:
-                    if not self._replay:
+                    if not self._recorded:
                         self._check_clock()
                     self._idle_flush()
                     continue
@@ -288,7 +287,7 @@ class Gateway:
                 self._handle(msg)
                 if stats.frames_ignored == ignored:
                     self._last_collected = time.monotonic()
-            if not self._replay:
+            if not self._recorded:
                 while (msg := source.recv(timeout=0)) is not None:  # what the bus still holds
                     self._handle(msg)
             self._emit(self.sampler.flush())

@@ -70,7 +70,7 @@ class Chain:
         self.sink = Sink(SinkConfig(
             broker=self.broker, lake_root=self.work / "lake", state_path=self.work / "sink" / "state.sqlite",
             quarantine_dir=self.work / "sink" / "quarantine", vehicle_secret=SECRET, topic_prefix=self.prefix,
-            client_id=f"dcm-hil-sink-{run}", dbc_paths=(self.dbc_path,), flush_interval_s=3600,
+            client_id=f"dcm-hil-sink-{run}", dbc_paths=(self.dbc_path,), roll_interval_s=3600,
         ))
         self.gw = Gateway(GatewayConfig(
             vehicle_id=self.vehicle_id, broker=self.broker, outbox_path=self.work / "outbox.sqlite",

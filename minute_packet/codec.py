@@ -205,7 +205,7 @@ def _field(body: dict, key: str, kind: type | tuple[type, ...]) -> Any:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PacketInfo(PacketHeader):
-    """A fully validated packet whose value matrices are not built yet (:func:`inspect`).
+    """A fully validated packet whose value matrices are not built yet (:func:`validate`).
 
     Everything :func:`decode` checks has been checked, so :func:`materialize` cannot fail;
     it holds the header plus the still-encoded columns (a few KiB instead of the matrices)."""
@@ -226,10 +226,10 @@ class PacketInfo(PacketHeader):
 
 def decode(data: bytes) -> MinutePacket:
     """Parse a packet's wire form, raising :class:`PacketDecodeError` on any defect."""
-    return materialize(inspect(data))
+    return materialize(validate(data))
 
 
-def inspect(data: bytes) -> PacketInfo:
+def validate(data: bytes) -> PacketInfo:
     """Validate a packet's wire form exactly as :func:`decode` does, without building its matrices."""
     if len(data) > MAX_PACKET_BYTES:
         raise PacketDecodeError("too_large", f"{len(data)} bytes exceeds {MAX_PACKET_BYTES}")
@@ -336,7 +336,7 @@ def _unpack(mask: bytes, ncol: int, nrow: int) -> np.ndarray:
 
 
 def materialize(info: PacketInfo) -> MinutePacket:
-    """The :class:`MinutePacket` of an inspected packet."""
+    """The :class:`MinutePacket` of a validated packet."""
     ncol, nrow = info.columns, info.rows
     values = np.empty((ncol, nrow), dtype=np.uint64)
     present = np.empty((ncol, nrow), dtype=bool)
@@ -357,7 +357,7 @@ def materialize(info: PacketInfo) -> MinutePacket:
 
 
 def fill(info: PacketInfo, values: np.ndarray, present: np.ndarray, rows: np.ndarray | None = None) -> None:
-    """Write an inspected packet's raw values and presence into ``values`` (uint64) and
+    """Write a validated packet's raw values and presence into ``values`` (uint64) and
     ``present`` (bool), each of shape (columns, rows); they may be views into larger matrices
     (the sink decodes many packets side by side into one column layout this way). With ``rows``,
     column ``c`` goes to row ``rows[c]`` (a permutation) instead of row ``c``."""
@@ -405,7 +405,7 @@ def fill(info: PacketInfo, values: np.ndarray, present: np.ndarray, rows: np.nda
 
 
 def fill_many(infos: list[PacketInfo], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Decode many inspected packets of one column count and one row count ``n`` side by side:
+    """Decode many validated packets of one column count and one row count ``n`` side by side:
     returns ``values`` (uint64) and ``present`` (bool) of shape (columns, packets * n), packet i
     in columns ``i*n .. i*n+n-1`` and schema column ``c`` in row ``rows[c]``. The same result as
     :func:`fill` per packet, with a fixed number of array operations per chunk instead of per

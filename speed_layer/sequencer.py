@@ -67,7 +67,7 @@ class Sequencer:
     def ingest(self, data: bytes, info: codec.PacketInfo | None = None) -> str:
         """Take one packet (validated by the caller or here); returns what happened:
         ``duplicate``, ``waiting``, ``applied``, ``replayed`` or ``too_late``."""
-        info = info or codec.inspect(data)
+        info = info or codec.validate(data)
         if not self.store.mark_seen(info.vehicle_id, info.boot_id, info.seq):
             self.store.count("duplicates")
             return "duplicate"
@@ -110,7 +110,7 @@ class Sequencer:
         checkpoint = json.loads(later[0][2])
         self.touched.update(dict.fromkeys(self.store.drop_history_after(vehicle, order), vehicle))
         state = checkpoint
-        redo = [(order, data, info)] + [(o, p, codec.inspect(p)) for o, p, _ in later]
+        redo = [(order, data, info)] + [(o, p, codec.validate(p)) for o, p, _ in later]
         last = order
         for o, p, i in redo:
             schema = self.schema_of(i.fingerprint)
@@ -147,7 +147,7 @@ class Sequencer:
         """Apply the packets that waited for this schema (inside the caller's transaction)."""
         waiting = self.store.take_waiting(fingerprint)
         for _, data in waiting:
-            self._place(data, codec.inspect(data))
+            self._place(data, codec.validate(data))
         return len(waiting)
 
     def notifications(self) -> list[tuple[str, str, dict[str, Any] | None]]:

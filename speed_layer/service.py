@@ -229,7 +229,7 @@ class RulesService:
         if topic.kind != "telemetry":
             return
         try:
-            info = codec.inspect(m.payload)
+            info = codec.validate(m.payload)
         except PacketDecodeError as exc:
             self.store.count(f"rejected:{exc.reason}")
             return

@@ -60,7 +60,7 @@ def test_many_inspected_packets_decode_side_by_side_as_each_alone():
         present = rng.random((ncol, n)) > (0.0 if k % 3 == 0 else 0.25)
         present[5] = k % 2 == 0  # all missing in every other packet
         p = _packet(values, present, seq=k)
-        infos.append(codec.inspect(encode(p)))
+        infos.append(codec.validate(encode(p)))
         expected.append(p)
     rows = rng.permutation(ncol)
     values, present = codec.fill_many(infos, rows)
@@ -72,7 +72,7 @@ def test_many_inspected_packets_decode_side_by_side_as_each_alone():
         assert np.array_equal(present[:, block], one_p)
         assert np.array_equal(np.where(one_p, values[:, block], 0), np.where(one_p, one_v, 0))
         assert np.array_equal(values[rows][:, block][p.present], p.values[p.present])
-    assert codec.fill_many(infos[:1] + [codec.inspect(encode(_packet(np.zeros((ncol, 7), np.uint64),
+    assert codec.fill_many(infos[:1] + [codec.validate(encode(_packet(np.zeros((ncol, 7), np.uint64),
                                                                       np.ones((ncol, 7), bool))))], rows) is None
 
 

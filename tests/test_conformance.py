@@ -21,7 +21,7 @@ from cloud_sink.service import Sink
 from cloud_sink.table import TableBuilder
 from dcm.broker import BrokerUrl
 from minute_packet import Collection, PacketDecodeError, Schema, Topics, decode, schema_from_dbc
-from minute_packet.codec import inspect
+from minute_packet.codec import validate
 from minute_packet.masking import mask_vehicle
 from minute_packet.vss import load_overlay
 
@@ -86,7 +86,7 @@ def test_the_sink_conversion_gives_the_expected_lake_rows(case, schema):
     wire = (VECTORS / case["packet"]).read_bytes()
     expected = [r for r in _expected(case["expected"])["rows"]
                 if any(r[c.name] is not None for c in schema.columns)]  # rows without a value are not stored
-    built = TableBuilder(schema).build([inspect(wire)], ["m"], vehicle_column=False)
+    built = TableBuilder(schema).build([validate(wire)], ["m"], vehicle_column=False)
     rows = built.table.to_pylist()
     assert len(rows) == len(expected)
     for got, want in zip(rows, expected):
@@ -102,8 +102,8 @@ def test_a_real_sink_stores_the_vectors_and_plain_duckdb_reads_them_exactly(tmp_
                            vehicle_secret=b"conformance-key", roll_interval_s=1, topic_prefix="fleet/eu"))
     topics = Topics("fleet/eu")  # a prefix of two levels
     wires = [(VECTORS / c["packet"]).read_bytes() for c in INDEX["packets"]]
-    msgs = [Incoming(topics.schema(schema.fingerprint), schema.to_json(), 0, 1, True)]
-    msgs += [Incoming(topics.telemetry("CONF0001"), w, i + 1, 1, False) for i, w in enumerate(wires)]
+    msgs = [Incoming(topics.schema(schema.fingerprint), schema.to_json(), 0, 1)]
+    msgs += [Incoming(topics.telemetry("CONF0001"), w, i + 1, 1) for i, w in enumerate(wires)]
     sink.ingest(msgs)
     assert sink.flush() == len(wires)
     con = duckdb.connect()

@@ -40,3 +40,28 @@ def test_rate_limited_log_reports_the_suppressed_count(caplog):
         for _ in range(3):
             rl.warning("bad frame")
     assert [r.getMessage() for r in caplog.records] == ["bad frame"]
+
+
+def test_the_config_loader_rules(tmp_path):
+    from pathlib import Path
+
+    from dcm_base import config as cfg
+    from dcm_base.config import Key
+    from dcm_base.errors import ConfigError
+
+    keys = {"a.path": Key("path", cfg.path, path=True), "a.root": Key("root", cfg.path_or_uri, path=True),
+            "n": Key("n", cfg.positive(int)), "m": Key("m", cfg.number(int, low=0, high=9))}
+    f = tmp_path / "etc" / "x.toml"
+    f.parent.mkdir()
+    f.write_text('n = 3\n[a]\npath = "p.bin"\nroot = "s3://b/lake"\n')
+    assert cfg.load_fields(f, keys, {"m": 4}) == {"path": f.parent / "p.bin", "root": "s3://b/lake", "n": 3, "m": 4}
+    assert cfg.load_fields(f, keys, {"a.path": "q.bin"})["path"] == Path("q.bin")  # a flag: as given
+    for text, message in (("old = 1\n", "old: unknown key (renamed n)"), ("n = 0\n", "n: must be a positive number"),
+                          ("m = 12\n", "m: must be from 0 to 9"), ("n = [\n", "not valid TOML")):
+        f.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            cfg.load_fields(f, keys, renamed={"old": "n"}, required=("n",))
+        assert str(err.value).startswith(f"{f}: ") and message in str(err.value)
+    f.write_text("m = 1\n")
+    with pytest.raises(ConfigError, match=r"x.toml: n: required"):
+        cfg.load_fields(f, keys, required=("n",))

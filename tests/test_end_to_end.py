@@ -19,9 +19,9 @@ TOYOTA = Path(__file__).parent / "data" / "toyota_opendbc.dbc"
 def _check(result: dict, vehicles: int, duration: int) -> None:
     assert result["vehicles"] == vehicles
     assert result["frames_read"] == result["frames_sent"] > 0
-    assert result["packets_stored"] == result["packets_published"] > 0
+    assert result["packets_written"] == result["packets_published"] > 0
     assert result["vehicle_seconds"] == vehicles * duration
-    assert result["rows_stored"] == result["vehicle_seconds"]
+    assert result["rows_written"] == result["vehicle_seconds"]
     assert result["mismatches"] == 0
     assert result["quarantined"] == 0
     assert result["bytes_per_vehicle_minute"] > 0
@@ -71,7 +71,7 @@ def test_demo_command_prints_json_with_a_private_broker(tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["broker"].startswith("mqtt://127.0.0.1:")
-    assert result["mismatches"] == 0 and result["rows_stored"] == result["vehicle_seconds"] >= 61
+    assert result["mismatches"] == 0 and result["rows_written"] == result["vehicle_seconds"] >= 61
 
 
 def test_bad_dbc_gives_a_one_line_error_and_exit_2(tmp_path):

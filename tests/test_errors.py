@@ -59,7 +59,7 @@ def test_the_two_configs_share_one_config_error():
 
 def test_a_bad_broker_url_is_input_and_a_failed_staging_database_is_a_failure(tmp_path, capsys):
     assert dcm_main(["sink", "--broker", "http://nope", "--check-config"]) == 2
-    assert capsys.readouterr().err.startswith("dcm sink: command line: broker: broker URL must look like")
+    assert capsys.readouterr().err.startswith("dcm sink: command line: mqtt.url: broker URL must look like")
     state = tmp_path / "state.sqlite"
     state.write_bytes(b"not a database" * 100)
     assert dcm_main(["sink", "gaps", "--state", str(state)]) == 1

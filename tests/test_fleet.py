@@ -115,7 +115,7 @@ def test_fleet_through_mosquitto_into_sink(broker, tmp_path, connections):
                                   client_prefix=f"fleet-{uuid.uuid4().hex[:6]}"))
     config = SinkConfig(broker=broker, lake_root=tmp_path / "lake", state_path=tmp_path / "state.sqlite",
                         quarantine_dir=tmp_path / "q", vehicle_secret=SECRET, topic_prefix=prefix,
-                        client_id=f"sink-{uuid.uuid4().hex[:6]}", flush_interval_s=0.5)
+                        client_id=f"sink-{uuid.uuid4().hex[:6]}", roll_interval_s=0.5)
     sink = asyncio.run(_sink_run(config, run))
     manifest = run.manifest
     expected = manifest["expected"]
@@ -123,7 +123,7 @@ def test_fleet_through_mosquitto_into_sink(broker, tmp_path, connections):
     assert sink.quarantine.total == expected["quarantined"]
     if connections == 0:  # no connection drops, so no protocol-level re-sends: duplicates are exactly ours
         assert sink.stats.duplicates == expected["duplicates_injected"]
-    assert sink.stats.packets_stored == expected["packets_expected_stored"]
+    assert sink.stats.packets_written == expected["packets_expected_stored"]
 
     rows = _lake_rows(tmp_path / "lake")
     by_vehicle: dict[str, dict[int, dict]] = {}

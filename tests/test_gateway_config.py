@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,33 @@ def test_cli_check_config_validates_without_running(tmp_path):
     summary = json.loads(out.stdout)
     assert summary["ok"] is True and summary["vehicle_id"] == "VIN0001" and len(summary["fingerprint"]) == 16
     assert not (tmp_path / "outbox.sqlite").exists()  # nothing ran
+
+
+def test_relative_paths_are_relative_to_the_config_file_as_for_the_sink(tmp_path, monkeypatch):
+    """One path rule for every service: a relative path in the file is relative to its folder,
+    whatever the working directory; a flag is taken as given."""
+    from cloud_sink.config import load_config
+
+    (tmp_path / "etc").mkdir()
+    gw = tmp_path / "etc" / "gw.toml"
+    gw.write_text(GOOD.replace(f'path = "{dbc.REFERENCE_DBC}"', 'path = "car.dbc"'))
+    sink = tmp_path / "etc" / "sink.toml"
+    sink.write_text('state = "st/s.sqlite"\n[lake]\nroot = "lake"\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = load(gw)
+    assert (cfg.outbox_path, cfg.dbc_path) == (tmp_path / "etc" / "outbox.sqlite", tmp_path / "etc" / "car.dbc")
+    assert load(gw, {"outbox.path": "here.sqlite"}).outbox_path == Path("here.sqlite")
+    sc = load_config(sink)
+    assert (sc.state_path, sc.lake_root) == (tmp_path / "etc" / "st" / "s.sqlite", tmp_path / "etc" / "lake")
+
+
+def test_both_services_word_errors_alike(tmp_path):
+    from cloud_sink.config import load_config
+
+    gw, sink = tmp_path / "gw.toml", tmp_path / "sink.toml"
+    gw.write_text(GOOD + "\n[extra]\nthing = 1\n")
+    sink.write_text("[extra]\nthing = 1\n")
+    for loader, path in ((load, gw), (load_config, sink)):
+        with pytest.raises(ConfigError) as err:
+            loader(path)
+        assert str(err.value) == f"{path}: extra.thing: unknown key"

@@ -36,8 +36,8 @@ def _speed_frames(db, minute_from: int, minute_to: int, hz: int = 10):
 class GatewayThread:
     """A Gateway on its own asyncio loop in a thread (the brokers here are managed synchronously)."""
 
-    def __init__(self, config: GatewayConfig, bus=None, replay=False) -> None:
-        self.gw = Gateway(config, bus=bus, replay=replay)
+    def __init__(self, config: GatewayConfig, bus=None) -> None:
+        self.gw = Gateway(config, bus=bus)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.gw.run()), daemon=True)
         self.thread.start()
 
@@ -115,7 +115,7 @@ def test_replayed_logs_become_the_same_packets(tmp_path, broker, suffix):
     prefix = f"t{uuid.uuid4().hex[:6]}"
     rec = Recorder(broker, [f"{prefix}/+/telemetry"], client_id=f"rec-{prefix}")
     config = GatewayConfig(vehicle_id="VREPLAY", broker=broker, outbox_path=tmp_path / "o.sqlite", topic_prefix=prefix)
-    gt = GatewayThread(config, bus=LogReplay(log_path, speed=None), replay=True)
+    gt = GatewayThread(config, bus=LogReplay(log_path, speed=None))
     gt.thread.join(60)  # a replay ends by itself
     assert rec.wait_for(lambda ms: len(ms) >= 3)
     rec.close()
@@ -201,3 +201,23 @@ def test_backlog_drains_in_order_while_live_packets_go_first(tmp_path, broker):
     assert backlog == [str(i) for i in range(30)]  # in order, each once
     assert order.index("live") < order.index("29")  # the live packet did not wait for the backlog
     assert pub.stats.backlog_published == 30
+
+
+def test_a_replay_is_a_python_can_bus_that_honours_timeouts_through_gaps(tmp_path):
+    """A gap in the log does not block ``recv`` beyond its timeout; a shutdown ends the replay."""
+    log_path = tmp_path / "gap.log"
+    with can.Logger(log_path) as writer:
+        for ts in (T0, T0 + 30):
+            writer.on_message_received(can.Message(timestamp=ts, arbitration_id=0x100, data=b"\x01", is_extended_id=False))
+    replay = LogReplay(log_path, speed=1.0)
+    assert isinstance(replay, can.BusABC) and replay.recorded
+    assert replay.recv(0).timestamp == T0
+    assert replay.recv(timeout=0.05) is None  # the next frame is due in 30 s
+    replay.shutdown()
+    with pytest.raises(EOFError):
+        replay.recv(timeout=0.05)
+    fast = LogReplay(log_path, speed=None)
+    assert [fast.recv(0).timestamp for _ in range(2)] == [T0, T0 + 30]
+    with pytest.raises(EOFError):
+        fast.recv(0)
+    fast.shutdown()

@@ -41,7 +41,7 @@ def _publish(broker, items: list[tuple[str, bytes, bool]]) -> None:
 def _config(tmp_path, broker, prefix, **kw) -> SinkConfig:
     base = dict(broker=broker, lake_root=tmp_path / "lake", state_path=tmp_path / "state.sqlite",
                 quarantine_dir=tmp_path / "quarantine", vehicle_secret=SECRET, topic_prefix=prefix,
-                client_id=f"sink-{uuid.uuid4().hex[:6]}", flush_interval_s=0.2)
+                client_id=f"sink-{uuid.uuid4().hex[:6]}", roll_interval_s=0.2)
     base.update(kw)
     return SinkConfig(**base)
 
@@ -90,8 +90,8 @@ def test_duplicates_bad_payloads_and_spoofed_topics(tmp_path, broker, schema):
         (topic, good[1], False),  # duplicate again
     ]
     config = _config(tmp_path, broker, prefix, dbc_paths=(dbc.REFERENCE_DBC,))
-    sink = asyncio.run(_run_sink(config, Publish(broker, items, lambda s: s.stats.packets_in >= 7 and s.stats.packets_stored >= 3)))
-    assert sink.stats.packets_stored == 3
+    sink = asyncio.run(_run_sink(config, Publish(broker, items, lambda s: s.stats.packets_in >= 7 and s.stats.packets_written >= 3)))
+    assert sink.stats.packets_written == 3
     assert sink.stats.duplicates == 2
     assert dict(sink.quarantine.by_reason) == {"bad_magic": 1, "corrupt_compression": 1, "vehicle_mismatch": 1}
     assert len(list((tmp_path / "quarantine").glob("*/*.bin"))) == 3
@@ -117,9 +117,9 @@ def test_duplicates_are_dropped_across_restarts(tmp_path, broker, schema):
     payload = encode(_packet(schema, "VEH9", 0, boot))
     topic = f"{prefix}/VEH9/telemetry"
     config = _config(tmp_path, broker, prefix, dbc_paths=(dbc.REFERENCE_DBC,))
-    first = asyncio.run(_run_sink(config, Publish(broker, [(topic, payload, False)], lambda s: s.stats.packets_stored >= 1)))
+    first = asyncio.run(_run_sink(config, Publish(broker, [(topic, payload, False)], lambda s: s.stats.packets_written >= 1)))
     second = asyncio.run(_run_sink(config, Publish(broker, [(topic, payload, False)], lambda s: s.stats.duplicates >= 1)))
-    assert (first.stats.packets_stored, second.stats.packets_stored, second.stats.duplicates) == (1, 0, 1)
+    assert (first.stats.packets_written, second.stats.packets_written, second.stats.duplicates) == (1, 0, 1)
     assert _lake_rows(tmp_path / "lake", "VEH9").num_rows == int(_packet(schema, "VEH9", 0, boot).present.any(axis=0).sum())
 
 
@@ -129,10 +129,10 @@ def test_unknown_schema_is_parked_until_the_schema_arrives(tmp_path, broker, sch
     config = _config(tmp_path, broker, prefix)  # no DBC: the schema is not known up front
     parked = asyncio.run(_run_sink(config, Publish(broker, [(f"{prefix}/VEH3/telemetry", payload, False)],
                                                    lambda s: s.stats.packets_staged >= 1)))
-    assert (parked.stats.packets_staged, parked.stats.packets_stored) == (1, 0)
+    assert (parked.stats.packets_staged, parked.stats.packets_written) == (1, 0)
     schema_topic = f"{prefix}/schemas/{schema.fingerprint.hex()}"
     drained = asyncio.run(_run_sink(config, Publish(broker, [(schema_topic, schema.to_json(), True)],
-                                                    lambda s: s.stats.packets_stored >= 1)))
+                                                    lambda s: s.stats.packets_written >= 1)))
     assert drained.stats.schemas_learned == 1
-    assert drained.stats.packets_stored == 1
+    assert drained.stats.packets_written == 1
     assert _lake_rows(tmp_path / "lake", "VEH3").num_rows > 0

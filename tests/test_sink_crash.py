@@ -74,10 +74,11 @@ def test_kill_9_mid_batch_then_restart_stores_every_packet_exactly_once(tmp_path
     prefix = f"k{uuid.uuid4().hex[:6]}"
     (tmp_path / "key.bin").write_bytes(SECRET)
     cfg = tmp_path / "sink.toml"
-    cfg.write_text(f'broker = "mqtt://{broker.host}:{broker.port}"\ntopic_prefix = "{prefix}"\n'
-                   f'client_id = "crash-{prefix}"\nsecret_file = "key.bin"\nstate = "state/sink.sqlite"\n'
+    cfg.write_text(f'secret_file = "key.bin"\nstate = "state/sink.sqlite"\n'
                    f'quarantine = "state/quarantine"\ndbc = ["{dbc.REFERENCE_DBC}"]\nintake_batch = 20\n'
-                   f'[lake]\nroot = "{(tmp_path / "lake").as_uri()}"\nroll_interval_s = 0.3\nchunk_packets = 7\n')
+                   f'[lake]\nroot = "{(tmp_path / "lake").as_uri()}"\nroll_interval_s = 0.3\nchunk_packets = 7\n'
+                   f'[mqtt]\nurl = "mqtt://{broker.host}:{broker.port}"\ntopic_prefix = "{prefix}"\n'
+                   f'client_id = "crash-{prefix}"\n')
     port = free_port()
     cfg.write_text(cfg.read_text().replace("[lake]", f'http = "127.0.0.1:{port}"\n[lake]'))
     boot = uuid.uuid4().bytes

@@ -51,8 +51,8 @@ def _sink(tmp_path, name="w1", **kw) -> Sink:
 
 
 def _feed(sink: Sink, schemas, packets) -> None:
-    msgs = [Incoming(f"dcm/schemas/{s.fingerprint.hex()}", s.to_json(), 0, 1, True) for s in schemas]
-    msgs += [Incoming(f"dcm/{p.vehicle_id}/telemetry", encode(p), i, 1, False) for i, p in enumerate(packets)]
+    msgs = [Incoming(f"dcm/schemas/{s.fingerprint.hex()}", s.to_json(), 0, 1) for s in schemas]
+    msgs += [Incoming(f"dcm/{p.vehicle_id}/telemetry", encode(p), i, 1) for i, p in enumerate(packets)]
     sink.ingest(msgs)
 
 
@@ -284,7 +284,7 @@ def test_a_parked_packet_whose_schema_differs_is_quarantined_at_write_time(tmp_p
 
     old, new = schemas
     boot = uuid.uuid4().bytes
-    sink = _sink(tmp_path, decoded_cache=0)  # bytes read back from staging, as after a restart
+    sink = _sink(tmp_path, validated_cache=0)  # bytes read back from staging, as after a restart
     liar = dataclasses.replace(_packet(old, "CAR1", 0, boot), fingerprint=new.fingerprint)
     _feed(sink, [], [liar])
     assert sink.flush() == 0 and sink.staging.pending() == 1  # parked
@@ -361,7 +361,7 @@ def test_packets_whose_schema_never_arrives_are_quarantined_after_park_days(tmp_
     _feed(sink, [old], [_packet(old, "CAR2", 0, boot)])
     assert sink.expire_parked(now=time.time() + 86400) == 0  # one day: still waiting
     assert sink.expire_parked(now=time.time() + 3 * 86400) == 2
-    assert sink.staging.pending() == 1 and sink.stats.rejects["schema_never_arrived"] == 2
+    assert sink.staging.pending() == 1 and sink.quarantine.by_reason["schema_never_arrived"] == 2
     notes = [json.loads(p.read_text()) for p in (tmp_path / "quarantine" / "schema_never_arrived").glob("*.json")]
     assert sorted(n["detail"].split(":")[0] for n in notes) == ["seq 0", "seq 1"]
     assert all(new.fingerprint.hex() in n["detail"] for n in notes)

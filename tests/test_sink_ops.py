@@ -29,10 +29,11 @@ from test_sink import SECRET, Publish, _config, _packet, _run_sink
 def test_toml_config_with_overrides(tmp_path):
     (tmp_path / "key.bin").write_bytes(b"0123456789abcdef\n")
     cfg = tmp_path / "sink.toml"
-    cfg.write_text('broker = "mqtt://broker.example:1884"\nsecret_file = "key.bin"\nstate = "st/s.sqlite"\n'
-                   'share_group = "sinks"\nhttp = "127.0.0.1:0"\ndbc = ["a.dbc"]\n'
+    cfg.write_text('secret_file = "key.bin"\nstate = "st/s.sqlite"\n'
+                   'http = "127.0.0.1:0"\ndbc = ["a.dbc"]\n'
+                   '[mqtt]\nurl = "mqtt://broker.example:1884"\nshare_group = "sinks"\n'
                    '[lake]\nroot = "s3://bucket/lake"\nlayout = "bucket"\nroll_mib = 0.5\nroll_interval_s = 60\n')
-    c = load_config(cfg, {"client_id": "w7", "roll_interval_s": 5.0})
+    c = load_config(cfg, {"mqtt.client_id": "w7", "lake.roll_interval_s": 5.0})
     assert (c.broker.host, c.broker.port, c.vehicle_secret) == ("broker.example", 1884, b"0123456789abcdef")
     assert c.state_path == tmp_path / "st" / "s.sqlite" and c.dbc_paths == (tmp_path / "a.dbc",)
     assert (c.lake_root, c.layout, c.roll_bytes, c.roll_interval_s) == ("s3://bucket/lake", "bucket", 1 << 19, 5.0)
@@ -42,10 +43,11 @@ def test_toml_config_with_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("brokr = 'mqtt://x'\n", ["unknown key 'brokr'"]),
-    ("[lake]\nbuckets = 'many'\n", ["lake.buckets", "str"]),
-    ("[lake]\nlayout = 'daily'\n", ["layout"]),
-    ("broker = 'http://x'\n", ["broker"]),
+    ("brokr = 'mqtt://x'\n", ["brokr: unknown key"]),
+    ("broker = 'mqtt://x'\n", ["broker: unknown key (renamed mqtt.url)"]),
+    ("[lake]\nbuckets = 'many'\n", ["lake.buckets: must be an integer"]),
+    ("[lake]\nlayout = 'daily'\n", ["lake.layout: must be one of vehicle, bucket"]),
+    ("[mqtt]\nurl = 'http://x'\n", ["mqtt.url: broker URL must look like"]),
     ("secret_file = 'missing.key'\n", ["secret_file"]),
     ("http = 'nope'\n", ["http"]),
     ("broker = \n", []),
@@ -65,7 +67,7 @@ def test_gaps_cli_lists_missing_ranges(tmp_path, schema, capsys):
                            state_path=tmp_path / "s.sqlite", quarantine_dir=tmp_path / "q", vehicle_secret=SECRET,
                            dbc_paths=(dbc.REFERENCE_DBC,)))
     boot = uuid.uuid4().bytes
-    sink.ingest([Incoming("dcm/CAR1/telemetry", encode(_packet(schema, "CAR1", s, boot, rows=5)), s, 1, False)
+    sink.ingest([Incoming("dcm/CAR1/telemetry", encode(_packet(schema, "CAR1", s, boot, rows=5)), s, 1)
                  for s in (0, 1, 4, 5, 9)])
     assert sink.gap_count() == 5
     sink.staging.close()
@@ -117,7 +119,7 @@ def test_http_metrics_latest_state_and_schema_events(tmp_path, broker, schema):
     class Check(Publish):
         async def __call__(self, sink):
             await super().__call__(sink)
-            await until_async(lambda: sink.stats.packets_stored >= 3, 10)
+            await until_async(lambda: sink.stats.packets_written >= 3, 10)
             base = f"http://127.0.0.1:{sink.http_port}"
             seen["metrics"] = await asyncio.to_thread(_get, base + "/metrics")
             seen["latest"] = await asyncio.to_thread(_get, f"{base}/vehicles/{masked}/latest")
@@ -129,7 +131,7 @@ def test_http_metrics_latest_state_and_schema_events(tmp_path, broker, schema):
     status, metrics = seen["metrics"]
     assert status == 200
     lines = set(metrics.splitlines())
-    for line in ("dcm_sink_packets_in_total 6", 'dcm_sink_rejects_total{reason="too_large"} 1', "dcm_sink_packets_stored_total 3", "dcm_sink_duplicates_total 1",
+    for line in ("dcm_sink_packets_in_total 6", 'dcm_sink_rejects_total{reason="too_large"} 1', "dcm_sink_packets_written_total 3", "dcm_sink_duplicates_total 1",
                  'dcm_sink_rejects_total{reason="corrupt_compression"} 1', "dcm_sink_gap_packets 1",
                  "dcm_sink_staging_backlog_packets 0", "# TYPE dcm_sink_lag_seconds gauge"):
         assert line in lines, line
@@ -138,7 +140,7 @@ def test_http_metrics_latest_state_and_schema_events(tmp_path, broker, schema):
     latest = json.loads(body)
     assert status == 200 and latest["vehicle"] == masked and len(latest["signals"]) == len(schema.columns)
     assert seen["unknown"][0] == 404
-    assert sink.stats.packets_stored == 3
+    assert sink.stats.packets_written == 3
     assert [(e["kind"], e["scope"], e["key"]) for e in events.got] == [("new", "model", "ref")]
 
 
@@ -160,7 +162,7 @@ def test_http_token_from_the_config_file_is_required_on_every_route(tmp_path):
     toml = tmp_path / "sink.toml"
     toml.write_text('http = "127.0.0.1:0"\nhttp_token_file = "token"\n'
                     f'[lake]\nroot = "{(tmp_path / "lake").as_posix()}"\n')
-    config = load_config(toml, {"state_path": tmp_path / "s.sqlite", "quarantine_dir": tmp_path / "q"})
+    config = load_config(toml, {"state": tmp_path / "s.sqlite", "quarantine": tmp_path / "q"})
     assert config.http_token == b"s3cret-token-0123456789"
     sink = Sink(config)
     got: dict[str, tuple[int, str]] = {}
@@ -206,8 +208,8 @@ def test_a_failing_lake_is_retried_without_losing_packets(tmp_path, broker, sche
             blocker.unlink()
 
     config = _config(tmp_path, broker, prefix, dbc_paths=(dbc.REFERENCE_DBC,))
-    sink = asyncio.run(_run_sink(config, Heal(broker, items, lambda s: s.stats.packets_stored >= 2)))
-    assert sink.stats.write_errors >= 1 and sink.stats.packets_stored == 2
+    sink = asyncio.run(_run_sink(config, Heal(broker, items, lambda s: s.stats.packets_written >= 2)))
+    assert sink.stats.write_errors >= 1 and sink.stats.packets_written == 2
 
 
 def test_compact_cli(tmp_path, schema, capsys):
@@ -216,7 +218,7 @@ def test_compact_cli(tmp_path, schema, capsys):
                            dbc_paths=(dbc.REFERENCE_DBC,)))
     boot = uuid.uuid4().bytes
     for s in range(3):
-        sink.ingest([Incoming("dcm/CAR1/telemetry", encode(_packet(schema, "CAR1", s, boot, rows=5)), s, 1, False)])
+        sink.ingest([Incoming("dcm/CAR1/telemetry", encode(_packet(schema, "CAR1", s, boot, rows=5)), s, 1)])
         sink.flush()
     sink.staging.close()
     assert dcm_main(["sink", "compact", "--lake", str(tmp_path / "lake"), "--min-age", "0", "--json"]) == 0
@@ -274,8 +276,10 @@ def test_the_deployed_example_config_and_unit_check_out(tmp_path, capsys):
     extra = ["--secret-file", str(tmp_path / "mask.key"), "--http-token-file", str(tmp_path / "token")]
     example = ["sink", "--config", str(root / "deploy" / "sink.example.toml"), *flags, *extra]
     assert dcm_main(example) == 2  # its ca_file is not on this machine
-    assert "ca_file: /etc/dcm/broker-ca.pem: no such file" in capsys.readouterr().err
+    assert "mqtt.ca_file: no such file /etc/dcm/broker-ca.pem" in capsys.readouterr().err
     code = dcm_main(example + ["--ca-file", str(tmp_path / "ca.pem")])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "worker host7-3" in out and "share group sinks" in out and "bucket layout" in out
+    summary = json.loads(out)
+    assert summary["ok"] is True and (summary["worker"], summary["share_group"], summary["layout"]) == (
+        "host7-3", "sinks", "bucket")

@@ -68,8 +68,8 @@ def _sink(tmp_path, endpoint, name, **kw) -> Sink:
 
 
 def _feed(sink, schema, packets):
-    sink.ingest([Incoming(f"dcm/schemas/{schema.fingerprint.hex()}", schema.to_json(), 0, 1, True)]
-                + [Incoming(f"dcm/{p.vehicle_id}/telemetry", encode(p), i, 1, False) for i, p in enumerate(packets)])
+    sink.ingest([Incoming(f"dcm/schemas/{schema.fingerprint.hex()}", schema.to_json(), 0, 1)]
+                + [Incoming(f"dcm/{p.vehicle_id}/telemetry", encode(p), i, 1) for i, p in enumerate(packets)])
 
 
 def _rows(lake: Lake) -> list[tuple]:

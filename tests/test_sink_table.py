@@ -1,5 +1,5 @@
 """The lake table builder, a pure core: physical values for every kind of column conversion,
-compared with ``Column.physical`` (which mirrors cantools), from decoded and from inspected
+compared with ``Column.physical`` (which mirrors cantools), from decoded and from validated
 packets; nulls, dropped empty rows, out-of-range flags and latest values."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from cloud_sink.table import TableBuilder
 from minute_packet import MinutePacket, encode
-from minute_packet.codec import inspect
+from minute_packet.codec import validate
 from minute_packet.schema import Column, Schema
 
 T0 = 1_767_225_600
@@ -64,7 +64,7 @@ def test_physical_values_nulls_flags_and_latest_match_the_reference_conversion()
     builder = TableBuilder(schema)
     packets = _packets(schema, np.random.default_rng(5))
     masked = [p.vehicle_id for p in packets]
-    for source in (packets, [inspect(encode(p)) for p in packets]):
+    for source in (packets, [validate(encode(p)) for p in packets]):
         built = builder.build(source, masked, vehicle_column=True)
         table = built.table
         keep = np.concatenate([p.present.any(axis=0) for p in packets])

@@ -132,7 +132,7 @@ class CraftedLake:
                                 state_path=self.root / f"{worker}.sqlite", quarantine_dir=self.root / "quarantine",
                                 vehicle_secret=SECRET, client_id=worker, roll_interval_s=1, layout=self.layout,
                                 buckets=2))
-            s.ingest([Incoming(f"dcm/schemas/{sc.fingerprint.hex()}", sc.to_json(), 0, 1, True)
+            s.ingest([Incoming(f"dcm/schemas/{sc.fingerprint.hex()}", sc.to_json(), 0, 1)
                       for sc in self.schemas.values()])
             self.sinks[worker] = s
         return self.sinks[worker]
@@ -161,7 +161,7 @@ class CraftedLake:
     def store(self, packets: list[MinutePacket], worker: str = "w1") -> int:
         """Ingest and flush: the packets land in new lake files."""
         s = self.sink(worker)
-        s.ingest([Incoming(f"dcm/{p.vehicle_id}/telemetry", encode(p), i, 1, False) for i, p in enumerate(packets)])
+        s.ingest([Incoming(f"dcm/{p.vehicle_id}/telemetry", encode(p), i, 1) for i, p in enumerate(packets)])
         return s.flush()
 
     def add(self, vehicle: str, tr: Trace, model: str = "ignition-car", files: int = 1) -> list[MinutePacket]:
