@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import cloud_sink.staging as staging_mod
+    import cloud_sink.staging_keys as staging_mod
     from cloud_sink.staging import NewPacket, Staging
 
     vehicles = 100_000
@@ -36,11 +36,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         staging = Staging(Path(tmp) / "state.sqlite")
         try:
             seq = 0
-            while staging.count() < args.keys:
+            while staging.keys.count() < args.keys:
                 for first in range(0, vehicles, args.batch):
                     staging.stage(batch(first, seq))
                 seq += 1
-            result["keys"] = staging.count()
+            result["keys"] = staging.keys.count()
             ours = staging_mod.SEEN_SQL
             for name, sql in (("commit_ms", ours), ("baseline_scanning_commit_ms", SCANNING_SQL)):
                 staging_mod.SEEN_SQL = sql

@@ -59,7 +59,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _latest(request: web.Request) -> web.Response:
     masked = request.match_info["masked"]
-    state = await asyncio.to_thread(request.app[SINK].staging.latest_state, masked)
+    state = await asyncio.to_thread(request.app[SINK].staging.latest.get, masked)
     if not state:
         raise web.HTTPNotFound(text=f"no state for vehicle {masked}\n")
     body = {"vehicle": masked, "signals": {

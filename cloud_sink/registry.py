@@ -4,8 +4,9 @@ The first fingerprint seen for a model or vehicle is recorded silently (for a
 model it also raises a ``new`` event); any *other* fingerprint afterwards
 raises a ``change`` event naming the previous fingerprint and, when both
 schemas are known, the columns added and removed. Events are stored in the
-staging database (``schema_events``) and handed to ``publish`` (the sink
-sends them on ``<prefix>/events/schema``).
+staging database (``schema_events``), then put in an
+:class:`~cloud_sink.events.EventOutbox`, from which the sink's intake loop
+publishes them on ``<prefix>/events/schema``.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import collections
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from minute_packet import Schema
 
+from .events import EventOutbox
 from .staging import Staging
 
 log = logging.getLogger(__name__)
@@ -30,16 +32,16 @@ class SchemaRegistry:
     counts them); the rest is read back from the staging database when the key shows up, so
     memory does not grow with the fleet."""
 
-    def __init__(self, staging: Staging, publish: Callable[[dict], None] | None = None, *,
+    def __init__(self, staging: Staging, outbox: EventOutbox | None = None, *,
                  cached_keys: int = 200_000) -> None:
         self.staging = staging
-        self.publish = publish or (lambda event: None)
+        self.outbox = outbox if outbox is not None else EventOutbox()
         self.schemas: dict[bytes, Schema] = {}
         self.evicted = 0
         self.cached_keys = cached_keys
         # (scope, key) -> (current fingerprint, every fingerprint used)
         self._state: collections.OrderedDict[tuple[str, str], tuple[bytes, set[bytes]]] = collections.OrderedDict()
-        for fp, payload in staging.schemas():
+        for fp, payload in staging.schemas.all():
             self.schemas[fp] = Schema.from_json(payload)
 
     def learn(self, schema: Schema, payload: bytes) -> bool:
@@ -47,7 +49,7 @@ class SchemaRegistry:
         fp = schema.fingerprint
         new = fp not in self.schemas
         self.schemas[fp] = schema
-        self.staging.save_schema(fp, payload, time.time())
+        self.staging.schemas.save(fp, payload, time.time())
         if new:
             log.info("schema %s learned (%d columns, %s)", fp.hex(), len(schema.columns), schema.source)
         return new
@@ -63,7 +65,7 @@ class SchemaRegistry:
         state = {k: self._state[k] for k in keys if k in self._state}
         missing = [k for k in keys if k not in state]
         if missing:
-            state.update(self.staging.schema_state(missing))
+            state.update(self.staging.schemas.state(missing))
         fresh: list[tuple[str, str, bytes]] = []
         events: list[tuple[str, str, bytes | None, bytes, str]] = []
         changed: dict[tuple[str, str], bytes] = {}
@@ -84,7 +86,7 @@ class SchemaRegistry:
                 events.append((scope, key, old, fp, self._diff(old, fp)))
         if fresh or events:
             now = time.time()
-            ids = self.staging.record_schema_use(fresh, now, events, changed)
+            ids = self.staging.schemas.record_use(fresh, now, events, changed)
         for k, v in state.items():  # committed: now memory may follow (most recently seen last)
             self._state[k] = v
             self._state.move_to_end(k)
@@ -100,7 +102,7 @@ class SchemaRegistry:
                      **json.loads(detail)}
             log.info("schema event: %s %s %s -> %s", scope, key, event["old_fingerprint"], new.hex())
             out.append(event)
-            self.publish(event)
+            self.outbox.put(event)
         return out
 
     def _diff(self, old: bytes | None, new: bytes) -> str:

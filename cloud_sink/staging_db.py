@@ -1,4 +1,5 @@
-"""The staging database's layout: its tables, its version and the migration from older layouts.
+"""The staging database: its layout (tables, version, migration) and :class:`Database`, the one
+connection and transaction helper every staging store shares.
 
 ``FORMAT`` is stored as ``PRAGMA user_version``. Layout 1 (unversioned) kept packet bytes inside
 ``packets``; layout 2 keeps them in ``payloads`` until their batch is in the lake, so assigning
@@ -11,11 +12,16 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from dcm_base.errors import ServiceError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FORMAT = 3
 
@@ -106,3 +112,53 @@ def _open_layout(db: sqlite3.Connection, path: Path) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+class Database:
+    """One staging database connection, shared by the stores (keys, queue, schemas, latest state).
+
+    :meth:`tx` runs a function in one ``BEGIN IMMEDIATE`` transaction; called again from inside
+    it (a store's method used by a larger operation), it joins the open transaction, so several
+    stores commit together or not at all. Every SQLite error becomes :class:`StagingError`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = connect(path)
+        self._depth = 0
+
+    def tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            if self._depth:  # inside a caller's transaction: part of it
+                self._depth += 1
+                try:
+                    return fn(self._conn)
+                finally:
+                    self._depth -= 1
+            self._depth = 1
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                result = fn(self._conn)
+                self._conn.execute("COMMIT")
+                return result
+            except BaseException as exc:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if isinstance(exc, sqlite3.Error):
+                    raise StagingError(f"{self.path}: {exc}") from exc
+                raise
+            finally:
+                self._depth = 0
+
+    def read(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StagingError(f"{self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

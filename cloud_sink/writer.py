@@ -98,7 +98,7 @@ class LakeWriter:
             self._write_run(batch, redo, staged[i:j], result, bad)
             i = j
         if bad:
-            self.staging.drop(bad)
+            self.staging.queue.drop(bad)
         return result
 
     def _decoded(self, staged: list[StagedPacket], schema: Schema,
@@ -108,7 +108,7 @@ class LakeWriter:
         schema turned out different) are quarantined and listed in ``bad``."""
         cached = [self.cache.pop(sp.key) for sp in staged]
         missing = [sp.id for sp, p in zip(staged, cached) if p is None]
-        payloads = self.staging.payloads(missing) if missing else {}
+        payloads = self.staging.queue.payloads(missing) if missing else {}
         out = []
         for sp, packet in zip(staged, cached):
             if packet is None:
@@ -121,7 +121,7 @@ class LakeWriter:
                     bad.append(sp.id)
                     continue
             if packet.columns != len(schema.columns):
-                payload = payloads.get(sp.id) or self.staging.payloads([sp.id]).get(sp.id, b"")
+                payload = payloads.get(sp.id) or self.staging.queue.payloads([sp.id]).get(sp.id, b"")
                 self.quarantine.put("schema_mismatch", f"staging/{sp.vehicle}", payload,
                                     f"{packet.columns} columns, schema {sp.fingerprint.hex()} has"
                                     f" {len(schema.columns)}")

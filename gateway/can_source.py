@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import can
 
@@ -53,6 +54,22 @@ def enlarge_receive_buffer(bus: can.BusABC, size: int) -> int | None:
         log.warning("CAN receive buffer is %d bytes, not %d (raise net.core.rmem_max or run with CAP_NET_ADMIN)",
                     granted, size)
     return granted
+
+
+def open_bus(config: Any, can_filters: list[dict] | None, *, fd: bool) -> can.BusABC:
+    """Open the bus a gateway config names (``interface``, ``channel``, ``bitrate``, ``kernel_filters``,
+    ``rcvbuf_bytes``); ``can_filters`` pass only the collected IDs through the kernel."""
+    kwargs: dict[str, Any] = {"interface": config.interface, "channel": config.channel}
+    if config.bitrate:
+        kwargs["bitrate"] = config.bitrate
+    if fd:
+        kwargs["fd"] = True
+    if config.kernel_filters:
+        kwargs["can_filters"] = can_filters
+    bus = can.Bus(**kwargs)
+    if config.interface == "socketcan":
+        enlarge_receive_buffer(bus, config.rcvbuf_bytes)
+    return bus
 
 
 class CanSource:

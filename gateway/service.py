@@ -5,7 +5,9 @@ python-can's ``recv`` blocks, so acquisition runs in one dedicated thread
 packets go through a small bounded queue to the ``packet-writer`` thread,
 which compresses them and commits them to the outbox (an fsync on an SD card
 can take a while). The asyncio loop owns publishing; the outbox, bounded by
-its byte budget, is the hand-over.
+its byte budget, is the hand-over. Opening the configured bus is
+:func:`gateway.can_source.open_bus`; the status message is assembled in
+:mod:`gateway.status`.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import queue
 import threading
 import time
 import uuid
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,14 @@ from dcm_base.errors import ServiceError
 from minute_packet import encode, schema_from_dbc
 from minute_packet.codec import MinutePacket
 
-from .can_source import CanSource, enlarge_receive_buffer
+from .can_source import CanSource, open_bus
 from .clock import ClockGuard, clock_synchronised
 from .config import GatewayConfig, load_vss
 from .decoder import frame_key
 from .outbox import Outbox, OutboxError
 from .publisher import Publisher, PublisherSettings
 from .sampler import Sampler
+from .status import gateway_status, interface_drops
 
 log = logging.getLogger(__name__)
 
@@ -50,28 +52,8 @@ class GatewayStats:
     packets_unstored: int = 0  # the outbox refused a packet (disk error, larger than the budget)
 
 
-def interface_drops(channel: str) -> dict[str, int] | None:
-    """Frames the kernel or the CAN controller dropped on a SocketCAN interface (MCP2515 overruns
-    show up here), from sysfs; None where the interface has no such statistics."""
-    stats = Path("/sys/class/net") / channel / "statistics"
-    out = {}
-    for name in ("rx_dropped", "rx_over_errors", "rx_fifo_errors"):
-        try:
-            out[name] = int((stats / name).read_text())
-        except (OSError, ValueError):
-            return None
-    return out
-
-
 class GatewayError(ServiceError):
     """The gateway stopped because acquisition or storage failed (the cause is chained)."""
-
-
-def _version() -> str:
-    try:
-        return metadata.version("dcm-telemetry")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class Gateway:
@@ -116,22 +98,12 @@ class Gateway:
         self._acquisition_done = asyncio.Event()
         self._packets: queue.Queue[MinutePacket | None] = queue.Queue(maxsize=PACKET_QUEUE)
         self._failure: BaseException | None = None  # what stopped a thread; run() raises it
-        self._synced: bool | None = clock_synchronised()
+        self.clock_synced: bool | None = clock_synchronised()
         self._frames_since_check = 0
         self._last_collected = time.monotonic()
 
     def _open_bus(self) -> can.BusABC:
-        kwargs: dict[str, Any] = {"interface": self.config.interface, "channel": self.config.channel}
-        if self.config.bitrate:
-            kwargs["bitrate"] = self.config.bitrate
-        if self.config.fd or self.needs_fd:
-            kwargs["fd"] = True
-        if self.config.kernel_filters:
-            kwargs["can_filters"] = self.sampler.decoder.can_filters
-        bus = can.Bus(**kwargs)
-        if self.config.interface == "socketcan":
-            enlarge_receive_buffer(bus, self.config.rcvbuf_bytes)
-        return bus
+        return open_bus(self.config, self.sampler.decoder.can_filters, fd=self.config.fd or self.needs_fd)
 
     @property
     def needs_fd(self) -> bool:
@@ -139,32 +111,8 @@ class Gateway:
         return any(plan.message.is_fd for plan in self.sampler.decoder.plans.values())
 
     def status(self) -> dict[str, Any]:
-        """What the retained status message reports."""
-        src, smp, box = self.source.stats, self.sampler.stats, self.outbox
-        return {
-            "vehicle_id": self.config.vehicle_id,
-            "boot_id": self.boot_id.hex(),
-            "versions": {"dcm": _version(), "python-can": can.__version__},
-            "schema": self.schema.fingerprint.hex(),
-            "frames": src.frames,
-            "error_frames": src.error_frames,
-            "remote_frames": src.remote_frames,
-            "bus_outages": src.outages,
-            "bus_errors": src.bus_errors,
-            "bus_down_s": round(self.source.down_for_s, 1),
-            "interface_drops": interface_drops(self.config.channel) if self._own_bus else None,
-            "frames_malformed": smp.frames_malformed,
-            "frames_late": smp.frames_late,
-            "packets_made": self.stats.packets_made,
-            "packets_unstored": self.stats.packets_unstored,
-            "writer_stalls": self.stats.writer_stalls,
-            "packets_published": self.publisher.stats.published,
-            "outbox": {"depth": box.depth, "bytes": box.bytes, "budget": box.max_bytes,
-                       "evicted_packets": box.stats.evicted_packets, "evicted_bytes": box.stats.evicted_bytes},
-            "clock": {"synchronised": self._synced, "correction_ms": self.clock.correction_ms,
-                      "steps_forward": self.clock.stats.steps_forward,
-                      "steps_backward": self.clock.stats.steps_backward},
-        }
+        """What the retained status message reports (:func:`gateway.status.gateway_status`)."""
+        return gateway_status(self, interface_drops(self.config.channel) if self._own_bus else None)
 
     def stop(self) -> None:
         """Ask the reader to flush and finish; ``run()`` returns once the outbox is drained or
@@ -215,9 +163,9 @@ class Gateway:
 
         The clock state is stamped here, when the packet was sampled, not when it is written."""
         if packets:
-            self._synced = clock_synchronised()
+            self.clock_synced = clock_synchronised()
         for packet in packets:
-            packet = dataclasses.replace(packet, clock_synced=self._synced,
+            packet = dataclasses.replace(packet, clock_synced=self.clock_synced,
                                          clock_correction_ms=self.clock.correction_ms)
             try:
                 self._packets.put_nowait(packet)

@@ -109,6 +109,6 @@ def test_kill_9_mid_batch_then_restart_stores_every_packet_exactly_once(tmp_path
     expected = sorted((mask_vehicle(SECRET, v), boot.hex(), s, 10, 10) for v, s in sent)
     assert rows == expected, (kills, len(rows), len(expected))
     staging = Staging(tmp_path / "state" / "sink.sqlite")
-    assert staging.pending() == 0 and staging.count() == len(sent) and staging.gaps() == []
+    assert staging.queue.pending() == 0 and staging.keys.count() == len(sent) and staging.keys.gaps() == []
     staging.close()
     assert kills == 3

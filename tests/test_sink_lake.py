@@ -82,14 +82,14 @@ def test_new_signals_become_columns_readable_by_plain_duckdb(tmp_path, schemas):
     assert flagged == [(1, 20, 200.0)]
     assert sink.stats.out_of_range["YawRate"] == 20
     # latest state: the last second of seq 3
-    latest = sink.staging.latest_state(masked)
+    latest = sink.staging.latest.get(masked)
     assert latest["YawRate__max"][0] == T0 + 60 * 3 + 19
     # a new fingerprint for the vehicle and for the model is a stored schema-change event
     events = [(scope, old_fp, new_fp, json.loads(detail)) for _, _, scope, _, old_fp, new_fp, detail
-              in sink.staging.schema_events()]
+              in sink.staging.schemas.events()]
     assert ("vehicle", old.fingerprint, new.fingerprint, {"added": ["YawRate__max"], "removed": []}) in events
     assert ("model", old.fingerprint, new.fingerprint, {"added": ["YawRate__max"], "removed": []}) in events
-    assert sink.stats.schema_events == len(events) == 3  # model new, model change, vehicle change
+    assert sink.outbox.added == len(events) == 3  # model new, model change, vehicle change
     sink.staging.close()
 
 
@@ -195,11 +195,11 @@ def test_an_interrupted_batch_already_compacted_is_not_written_twice(tmp_path, s
     _feed(sink, [schema], [_packet(schema, "CAR1", 0, boot)])
     sink.flush()
     _feed(sink, [schema], [_packet(schema, "CAR1", 1, boot)])
-    batch, redo, staged = sink.staging.assign_batch(list(sink.schemas), 100)
+    batch, redo, staged = sink.staging.queue.assign_batch(list(sink.schemas), 100)
     sink.writer.write_batch(batch, redo, staged)  # files written, then "killed" before finish_batch
     compact_lake(Lake((tmp_path / "lake").as_uri()), min_age_s=0)
     assert sink.flush() == 1  # the redo finds its file merged: it finishes the batch without writing
-    assert sink.staging.pending() == 0
+    assert sink.staging.queue.pending() == 0
     assert [r[1:] for r in _lake_counts(tmp_path)] == [(0, 20, 20), (1, 20, 20)]
     sink.staging.close()
 
@@ -247,12 +247,12 @@ def test_pruned_dedupe_keys_keep_gaps_and_turn_late_copies_stale(tmp_path, schem
     _feed(sink, [schema], [_packet(schema, "CAR1", s, boot) for s in (0, 1, 2, 5, 6)])
     sink.flush()
     _feed(sink, [schema], [_packet(schema, "CAR1", 7, boot)])  # staged, not yet in the lake: never pruned
-    assert sink.staging.prune(time.time() + 1) == 5
-    assert sink.staging.count() == 1 and sink.gap_count(0) == 2
-    assert [(g.first, g.last) for g in sink.staging.gaps()] == []  # 3-4 lie below the pruned floor (6)
+    assert sink.staging.keys.prune(time.time() + 1) == 5
+    assert sink.staging.keys.count() == 1 and sink.gap_count(0) == 2
+    assert [(g.first, g.last) for g in sink.staging.keys.gaps()] == []  # 3-4 lie below the pruned floor (6)
     _feed(sink, [schema], [_packet(schema, "CAR1", 1, boot), _packet(schema, "CAR1", 9, boot)])
     assert sink.quarantine.by_reason["older_than_dedupe_window"] == 1
-    assert [(g.first, g.last) for g in sink.staging.gaps()] == [(8, 8)]
+    assert [(g.first, g.last) for g in sink.staging.keys.gaps()] == [(8, 8)]
     assert sink.flush() == 2
     assert [r[1] for r in _lake_counts(tmp_path)] == [0, 1, 2, 5, 6, 7, 9]
     sink.staging.close()
@@ -265,14 +265,14 @@ def test_batches_roll_by_size_and_by_age(tmp_path, schemas):
     size = sum(len(encode(p)) for p in packets)
     big = _sink(tmp_path / "a", roll_bytes=10 * size, roll_interval_s=3600)
     _feed(big, [schema], packets)
-    assert not big._roll_due()  # small and young: keep waiting
+    assert not big.lake_loop.roll_due()  # small and young: keep waiting
     small = _sink(tmp_path / "b", roll_bytes=size, roll_interval_s=3600)
     _feed(small, [schema], packets)
-    assert small._roll_due()  # enough bytes
+    assert small.lake_loop.roll_due()  # enough bytes
     young = _sink(tmp_path / "c", roll_bytes=10 * size, roll_interval_s=0.05)
     _feed(young, [schema], packets)
     time.sleep(0.1)
-    assert young._roll_due()  # old enough
+    assert young.lake_loop.roll_due()  # old enough
     for s in (big, small, young):
         s.staging.close()
 
@@ -287,12 +287,12 @@ def test_a_parked_packet_whose_schema_differs_is_quarantined_at_write_time(tmp_p
     sink = _sink(tmp_path, validated_cache=0)  # bytes read back from staging, as after a restart
     liar = dataclasses.replace(_packet(old, "CAR1", 0, boot), fingerprint=new.fingerprint)
     _feed(sink, [], [liar])
-    assert sink.flush() == 0 and sink.staging.pending() == 1  # parked
+    assert sink.flush() == 0 and sink.staging.queue.pending() == 1  # parked
     _feed(sink, [new], [_packet(new, "CAR2", 0, boot)])
-    assert sink.flush() == 1 and sink.staging.pending() == 0
+    assert sink.flush() == 1 and sink.staging.queue.pending() == 0
     reasons = [json.loads(p.read_text())["reason"] for p in (tmp_path / "quarantine").rglob("*.json")]
     assert reasons == ["schema_mismatch"]
-    assert sink.staging.count() == 2  # both keys stay for dedupe
+    assert sink.staging.keys.count() == 2  # both keys stay for dedupe
     sink.staging.close()
 
 
@@ -329,7 +329,7 @@ def test_a_staging_database_of_layout_1_is_migrated_and_its_pending_packets_writ
     db.commit()
     db.close()
     sink = _sink(tmp_path)
-    assert sink.staging.pending() == 1
+    assert sink.staging.queue.pending() == 1
     _feed(sink, [schema], [_packet(schema, "CAR1", 0, boot)])
     assert sink.stats.duplicates == 1
     assert sink.flush() == 1
@@ -361,7 +361,7 @@ def test_packets_whose_schema_never_arrives_are_quarantined_after_park_days(tmp_
     _feed(sink, [old], [_packet(old, "CAR2", 0, boot)])
     assert sink.expire_parked(now=time.time() + 86400) == 0  # one day: still waiting
     assert sink.expire_parked(now=time.time() + 3 * 86400) == 2
-    assert sink.staging.pending() == 1 and sink.quarantine.by_reason["schema_never_arrived"] == 2
+    assert sink.staging.queue.pending() == 1 and sink.quarantine.by_reason["schema_never_arrived"] == 2
     notes = [json.loads(p.read_text()) for p in (tmp_path / "quarantine" / "schema_never_arrived").glob("*.json")]
     assert sorted(n["detail"].split(":")[0] for n in notes) == ["seq 0", "seq 1"]
     assert all(new.fingerprint.hex() in n["detail"] for n in notes)
@@ -380,7 +380,7 @@ def test_parked_packets_stay_when_the_quarantine_is_full_or_fails(tmp_path, sche
     _feed(sink, [], [_packet(new, "CAR1", s, boot) for s in range(3)])
     later = time.time() + 2 * 86400
     sink.quarantine.max_files = 0
-    assert sink.expire_parked(now=later) == 0 and sink.staging.pending() == 3
+    assert sink.expire_parked(now=later) == 0 and sink.staging.queue.pending() == 3
     sink.quarantine.max_files = 10
     real_put = sink.quarantine._put
 
@@ -390,9 +390,9 @@ def test_parked_packets_stay_when_the_quarantine_is_full_or_fails(tmp_path, sche
     sink.quarantine._put = failing
     with pytest.raises(OSError):
         sink.expire_parked(now=later)
-    assert sink.staging.pending() == 3
+    assert sink.staging.queue.pending() == 3
     sink.quarantine._put = real_put
-    assert sink.expire_parked(now=later) == 3 and sink.staging.pending() == 0
+    assert sink.expire_parked(now=later) == 3 and sink.staging.queue.pending() == 0
     assert len(list((tmp_path / "quarantine" / "schema_never_arrived").glob("*.bin"))) == 3
     sink.staging.close()
 

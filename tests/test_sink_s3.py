@@ -92,11 +92,11 @@ def test_batches_redo_and_compaction_on_an_object_store(tmp_path, s3_endpoint, s
     assert sink.flush() == 2
     # a batch whose objects were uploaded but which was never marked done (a crash): redone
     _feed(sink, schema, [_packet(schema, v, 1, boot) for v in ("CAR1", "CAR2")])
-    batch, redo, staged = sink.staging.assign_batch(list(sink.schemas), 100)
+    batch, redo, staged = sink.staging.queue.assign_batch(list(sink.schemas), 100)
     sink.writer.write_batch(batch, redo, staged)
     sink.staging.close()
     sink = _sink(tmp_path, s3_endpoint, name, layout=layout, buckets=2)
-    assert sink.flush() == 2 and sink.staging.pending() == 0
+    assert sink.flush() == 2 and sink.staging.queue.pending() == 0
     masked = {v: mask_vehicle(SECRET, v) for v in ("CAR1", "CAR2")}
     expected = sorted((masked[v], s, 20) for v in masked for s in (0, 1))
     lake = sink.lake

@@ -60,7 +60,7 @@ def test_two_workers_store_every_packet_exactly_once_in_the_union(tmp_path, brok
     files = {p.name.split("-")[1] for p in (tmp_path / "lake").rglob("*.parquet")}
     assert files == {"w0", "w1"}  # worker ids keep file names apart
     # each worker alone sees holes; the union of the staging databases has none
-    assert Staging(configs[0].state_path).gaps() != []
+    assert Staging(configs[0].state_path).keys.gaps() != []
     assert union_gaps([c.state_path for c in configs]) == []
 
 
