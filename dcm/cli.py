@@ -1,7 +1,7 @@
 """``dcm``: the command line.
 
 Each subcommand has its own module here (``dcm.gateway_cli``,
-``dcm.sink_cli``, ``dcm.simulate_cli``, ``dcm.demo_cli``, ``dcm.bench_cli``),
+``dcm.sink_cli``, ``dcm.simulate_cli``, ``dcm.demo_cli``, ``dcm.bench_cli``, ``dcm.rules_cli``),
 which defines ``add_parser(subparsers)`` and ``run(args) -> int`` and imports
 its heavy dependencies only inside ``run``, so ``dcm gateway`` on a Pi never
 loads pyarrow. Subcommands raise; :func:`main` alone turns an error of the

@@ -34,17 +34,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from speed_layer.errors import SpeedLayerError
-
-    try:
-        if args.action == "alerts":
-            return _alerts(args)
-        if args.action == "ack":
-            return _ack(args)
-        return _run(args)
-    except SpeedLayerError as exc:
-        print(f"dcm rules: {exc}", file=sys.stderr)
-        return 2
+    """Errors propagate: :func:`dcm.cli.main` turns them into a message and an exit code."""
+    if args.action == "alerts":
+        return _alerts(args)
+    if args.action == "ack":
+        return _ack(args)
+    return _run(args)
 
 
 def _store(args: argparse.Namespace):
@@ -70,8 +65,9 @@ def _alerts(args: argparse.Namespace) -> int:
 
 def _ack(args: argparse.Namespace) -> int:
     if not args.alert_id:
-        print("dcm rules ack: give the alert id", file=sys.stderr)
-        return 2
+        from dcm_base.errors import InputError
+
+        raise InputError("ack: give the alert id")
     if not _store(args).acknowledge(args.alert_id):
         print(f"dcm rules ack: no unacknowledged alert {args.alert_id}", file=sys.stderr)
         return 1

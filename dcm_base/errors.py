@@ -4,7 +4,9 @@
 
     DcmError                        base of every error the project raises on purpose
     ├── InputError                  bad input the user named (a file, key, option, URL): exit 2
-    │   ├── ConfigError             a config file or value is invalid (gateway and sink; names file and key)
+    │   ├── ConfigError             a config file or value is invalid (every service; names file and key)
+    │   │   ├── RulesConfigError    a rules or rules-service file is invalid     (speed_layer.errors)
+    │   │   └── BatchConfigError    a batch-layer file or parameter is invalid   (batch_layer.errors)
     │   ├── BrokerUrlError          a broker URL is malformed                    (dcm_base.broker_url)
     │   ├── DbcError                a DBC file cannot be read or parsed          (dbc)
     │   ├── PacketError             the packet format refuses something          (minute_packet.errors)
@@ -15,7 +17,11 @@
     │   ├── FrameDecodeError        a CAN frame does not decode                  (gateway.decoder)
     │   ├── ReplayError             a CAN log cannot be opened or read           (gateway.replay)
     │   ├── LakeRootError           a lake root or layout is unusable            (cloud_sink.lake)
-    │   └── FleetSpecError          a fleet description is invalid               (simulator.fleet_spec)
+    │   ├── FleetSpecError          a fleet description is invalid               (simulator.fleet_spec)
+    │   ├── ConditionError          a rule condition does not parse              (speed_layer.errors)
+    │   ├── StoreError              the rules' state database cannot be opened   (speed_layer.errors)
+    │   ├── EnrichmentError         an operational table is missing or malformed (batch_layer.errors)
+    │   └── LakeError               the lake cannot be read by the batch layer   (batch_layer.errors)
     └── ServiceError                something failed while running: exit 1
         ├── BrokerStartError        a private Mosquitto could not be started     (dcm.broker)
         ├── GatewayError            acquisition or storage stopped the gateway   (gateway.service)
@@ -24,7 +30,16 @@
         ├── LakeError               writing or reading the lake failed           (cloud_sink.lake)
         ├── CompactionError         a partition could not be compacted           (cloud_sink.compact)
         ├── MqttMuxError            the fleet's MQTT connections failed          (simulator.mqtt_mux)
-        └── DemoError               the demo could not finish                    (dcm.demo)
+        ├── DemoError               the demo could not finish                    (dcm.demo)
+        └── EngineError             a batch query engine failed or is missing    (batch_layer.errors)
+
+The value-layer packages keep a base of their own as well (``SpeedLayerError``,
+``BatchLayerError``, both under ``DcmError``), so each of their errors is both "of that
+layer" and an input error or a failure::
+
+    DcmError
+    ├── SpeedLayerError             base of the speed layer's errors
+    └── BatchLayerError             base of the batch layer's errors
 
 Library code raises these typed errors (a third-party error is chained with
 ``from`` where it enters); only the CLI turns them into a one-line message and

@@ -1,12 +1,15 @@
-"""Typed errors of the speed layer; only CLIs turn them into messages and exit codes."""
+"""Typed errors of the speed layer, a branch of the project's tree (:mod:`dcm_base.errors`);
+only the CLI turns them into messages and exit codes."""
 from __future__ import annotations
 
+from dcm_base.errors import ConfigError, DcmError, InputError
 
-class SpeedLayerError(Exception):
+
+class SpeedLayerError(DcmError):
     """Base of every error the speed layer raises on purpose."""
 
 
-class ConditionError(SpeedLayerError):
+class ConditionError(SpeedLayerError, InputError):
     """A condition does not parse or names something that does not exist.
 
     ``position`` is the 0-based character offset of the problem in ``text`` (or None)."""
@@ -19,9 +22,9 @@ class ConditionError(SpeedLayerError):
         super().__init__(f"{message}{where}{shown}")
 
 
-class RulesConfigError(SpeedLayerError):
+class RulesConfigError(SpeedLayerError, ConfigError):
     """The rules or service configuration is invalid; the message names the file and the key."""
 
 
-class StoreError(SpeedLayerError):
+class StoreError(SpeedLayerError, InputError):
     """The state database cannot be opened or has a layout this version does not read."""
