@@ -6,7 +6,8 @@ says which signal each column holds. The format is specified in
 """
 from .codec import MinutePacket, decode, encode
 from .errors import PacketDecodeError, PacketEncodeError, PacketError, SchemaError, TopicError
-from .schema import Collection, Column, Schema, schema_from_dbc
+from .schema import Collection, Column, Schema
+from .schema_dbc import schema_from_dbc
 from .topics import Topic, Topics
 
 __all__ = [

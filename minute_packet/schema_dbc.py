@@ -1,0 +1,108 @@
+"""A :class:`~minute_packet.schema.Schema` from a cantools database: column order and names.
+
+The rules (docs/packet-format.md, "Schema JSON"): messages by frame id then name, signals in
+DBC order, the configured aggregates of each; names ``Signal``, else ``Message.Signal``, else
+``Message.Signal@<hex id>[x]``, with ``__<aggregate>`` appended.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import SchemaError
+from .schema import RESERVED_NAMES, SCHEMA_VERSION, SCHEMA_VERSIONS, Bits, Collection, Column, Schema, _fold
+
+
+def _column_names(messages: list[Any], version: int) -> dict[tuple[int, bool, str, str], str]:
+    """The base column name of every signal (before any ``__<aggregate>`` suffix).
+
+    Version 2: ``Signal`` when no other signal of the DBC has the same name ignoring case and the
+    name is not one the lake uses itself (:data:`RESERVED_NAMES`); else ``Message.Signal`` when
+    that is unique ignoring case; else ``Message.Signal@<frame id>`` (hex, ``x`` appended for a
+    29-bit id). Version 1: ``Signal`` when unique (case-sensitive), else ``Message.Signal``."""
+    signals = [(m, s) for m in messages for s in m.signals]
+    if version == 1:
+        counts: dict[str, int] = {}
+        for _m, s in signals:
+            counts[s.name] = counts.get(s.name, 0) + 1
+        return {(m.frame_id, m.is_extended_frame, m.name, s.name): s.name if counts[s.name] == 1
+                else f"{m.name}.{s.name}" for m, s in signals}
+    plain: dict[str, int] = {}
+    qualified: dict[str, int] = {}
+    for m, s in signals:
+        plain[_fold(s.name)] = plain.get(_fold(s.name), 0) + 1
+        qualified[_fold(f"{m.name}.{s.name}")] = qualified.get(_fold(f"{m.name}.{s.name}"), 0) + 1
+    out = {}
+    for m, s in signals:
+        if plain[_fold(s.name)] == 1 and _fold(s.name) not in RESERVED_NAMES:
+            name = s.name
+        elif qualified[_fold(f"{m.name}.{s.name}")] == 1:
+            name = f"{m.name}.{s.name}"
+        else:
+            name = f"{m.name}.{s.name}@{m.frame_id:x}{'x' if m.is_extended_frame else ''}"
+        out[(m.frame_id, m.is_extended_frame, m.name, s.name)] = name
+    return out
+
+
+def _kind(signal: Any) -> str:
+    if signal.is_float:
+        return "f32" if signal.length == 32 else "f64"
+    return "int" if signal.is_signed else "uint"
+
+
+def _layout(signal: Any) -> str:
+    mux = ",".join(str(i) for i in (signal.multiplexer_ids or ()))
+    return f"{signal.start}|{signal.length}|{signal.byte_order}|{int(signal.is_signed)}|{int(signal.is_float)}|{mux}"
+
+
+def _range(signal: Any) -> tuple[float | None, float | None]:
+    """The DBC's [minimum, maximum]; version 2 writes [0, 0] (the DBC's "not given") as nulls."""
+    lo, hi = signal.minimum, signal.maximum
+    if lo is not None and hi is not None and lo == hi == 0:
+        return None, None
+    return lo, hi
+
+
+def schema_from_dbc(db: Any, collection: Collection | None = None, *, source: str = "",
+                    version: int = SCHEMA_VERSION, vss: Mapping[str, Mapping[str, Any]] | None = None) -> Schema:
+    """Build the schema of a cantools database under a collection config.
+
+    Columns follow the DBC's message order (by frame id) and signal order.
+    A column is named after its signal, qualified as ``Message.Signal`` when
+    the name is not unique in the DBC, with ``__min``/``__max``/``__mean``
+    appended for those aggregates. Multiplexer selector signals are collected
+    like any other signal. ``vss`` maps ``Message.Signal`` or ``Signal`` to
+    ``{"path", "transform"}`` (version 2 only; :func:`minute_packet.vss.load_overlay`).
+    """
+    collection = collection or Collection()
+    if version not in SCHEMA_VERSIONS:
+        raise SchemaError(f"unsupported schema version {version!r}")
+    messages = sorted(db.messages, key=lambda m: (m.frame_id, m.name))
+    names = _column_names(messages, version)
+    columns: list[Column] = []
+    for m in messages:
+        for s in m.signals:
+            base = names[(m.frame_id, m.is_extended_frame, m.name, s.name)]
+            for agg in collection.for_signal(m.name, s.name):
+                kind = "f64" if agg == "mean" else _kind(s)
+                common = dict(
+                    name=base if agg == "last" else f"{base}__{agg}",
+                    message=m.name, frame_id=m.frame_id, signal=s.name, aggregate=agg, kind=kind,
+                    scale=s.scale, offset=s.offset, unit=s.unit or "",
+                    choices={int(k): str(v) for k, v in s.choices.items()} if s.choices else None,
+                )
+                if version == 1:
+                    columns.append(Column(**common, minimum=s.minimum, maximum=s.maximum, layout=_layout(s)))
+                    continue
+                lo, hi = _range(s)
+                mux = (s.multiplexer_signal, tuple(int(i) for i in s.multiplexer_ids)) \
+                    if s.multiplexer_ids and s.multiplexer_signal else None
+                columns.append(Column(
+                    **common, minimum=lo, maximum=hi,
+                    bits=Bits(s.start, s.length, s.byte_order, bool(s.is_signed), bool(s.is_float)),
+                    extended=bool(m.is_extended_frame), multiplexer=mux, is_multiplexer=bool(s.is_multiplexer),
+                    vss=(vss or {}).get(f"{m.name}.{s.name}") or (vss or {}).get(s.name),
+                ))
+    if not columns:
+        raise SchemaError("the collection config selects no signal of the DBC")
+    return Schema(columns=tuple(columns), collection=collection.to_json(), source=source, version=version)
