@@ -68,17 +68,13 @@ def add_scores_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-class CliError(InputError):
-    """Bad command-line input: one line, exit code 2 (mapped by :func:`dcm.cli.main`)."""
-
-
 def _secret(args: argparse.Namespace) -> bytes | None:
     if not args.secret_file:
         return None
     try:
         return args.secret_file.read_bytes().strip()
     except OSError as exc:
-        raise CliError(f"--secret-file: {args.secret_file}: {exc.strerror or exc}") from None
+        raise InputError(f"--secret-file: {args.secret_file}: {exc.strerror or exc}") from None
 
 
 def _context(args: argparse.Namespace):
@@ -91,7 +87,7 @@ def _context(args: argparse.Namespace):
     key = _secret(args)
     if args.ops:
         if key is None:
-            raise CliError("--ops needs --secret-file (VINs are joined through the sink's keyed mask)")
+            raise InputError("--ops needs --secret-file (VINs are joined through the sink's keyed mask)")
         ops = load_operational(args.ops, key)
     else:
         ops = empty_operational()
@@ -148,7 +144,7 @@ def _refresh(args, config, ops, listing, store) -> int:
         try:
             watermark = day_of(args.watermark)
         except ValueError:
-            raise CliError(f"--watermark: {args.watermark!r} is not a date (YYYY-MM-DD)") from None
+            raise InputError(f"--watermark: {args.watermark!r} is not a date (YYYY-MM-DD)") from None
     else:
         watermark = max(listing.days) if listing.days else day_of(dt.datetime.now(dt.timezone.utc).date())
     bar = None
@@ -187,7 +183,7 @@ def _refresh(args, config, ops, listing, store) -> int:
 def _show(args, serving) -> int:
     name = args.name
     if name is None:
-        raise CliError(f"views show: name one of {', '.join(SHOW)}")
+        raise InputError(f"views show: name one of {', '.join(SHOW)}")
     table = {"km-per-vehicle-year": serving.km_per_vehicle_year, "rapid-accels-per-driver-year":
              serving.rapid_accels_per_driver_year, "avg-speed-per-trip": serving.avg_speed_per_trip,
              "trips-per-day": serving.trips_per_day}[name]()
