@@ -10,20 +10,25 @@ VENV=${DCM_VENV:-.venv}
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+[ "${1:-demo}" != test ] || command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)  # Spark tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   echo "run.sh: installing Debian packages: ${need_apt[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+# the test suite also runs the batch views on Spark (PySpark + a JRE); a demo or a Pi does not need it
+EXTRAS=${DCM_EXTRAS:-test}
+CHECK=duckdb
+if [ "${1:-demo}" = test ] || [ -n "${CI:-}" ]; then EXTRAS=test,spark; CHECK=duckdb,pyspark; fi
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import dcm, can, cantools, aiomqtt, pyarrow, pytest, duckdb' >/dev/null 2>&1 \
+if ! "$VENV/bin/python" -c 'import dcm, can, cantools, aiomqtt, pyarrow, pytest, '"$CHECK" >/dev/null 2>&1 \
    || [ pyproject.toml -nt "$VENV/.dcm-installed" ]; then
   echo "run.sh: installing Python dependencies into $VENV" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q -e '.[test]'
+  "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
   touch "$VENV/.dcm-installed"
 fi
 

@@ -1,7 +1,8 @@
 """``dcm``: the command line.
 
 Each subcommand has its own module here (``dcm.gateway_cli``,
-``dcm.sink_cli``, ``dcm.simulate_cli``, ``dcm.demo_cli``, ``dcm.bench_cli``, ``dcm.rules_cli``),
+``dcm.sink_cli``, ``dcm.simulate_cli``, ``dcm.demo_cli``, ``dcm.bench_cli``, ``dcm.rules_cli``;
+``dcm.views_cli``, ``dcm.trips_cli`` and ``dcm.scores_cli`` share ``dcm.batch_cli``),
 which defines ``add_parser(subparsers)`` and ``run(args) -> int`` and imports
 its heavy dependencies only inside ``run``, so ``dcm gateway`` on a Pi never
 loads pyarrow. Subcommands raise; :func:`main` alone turns an error of the
@@ -25,6 +26,9 @@ SUBCOMMANDS = {
     "simulate": "dcm.simulate_cli",
     "bench": "dcm.bench_cli",
     "rules": "dcm.rules_cli",
+    "views": "dcm.views_cli",
+    "trips": "dcm.trips_cli",
+    "scores": "dcm.scores_cli",
 }
 
 

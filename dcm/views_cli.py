@@ -1,0 +1,6 @@
+"""``dcm views``: see :mod:`dcm.batch_cli`."""
+from __future__ import annotations
+
+from dcm.batch_cli import add_views_parser as add_parser, run
+
+__all__ = ["add_parser", "run"]
