@@ -32,6 +32,7 @@ import dbc
 from minute_packet import PacketDecodeError, Schema, SchemaError, TopicError, Topics, codec, schema_from_dbc
 
 from .config import RulesConfig, load_rules
+from .lake_export import export_alerts
 from .sequencer import Sequencer, digest
 from .service_config import ServiceConfig
 from .store import Store
@@ -88,6 +89,7 @@ class RulesService:
         self._stop = threading.Event()
         self._sub_mid: int | None = None
         self._fault_after = self._fault()
+        self._exported: tuple[int, float] | None = None
         self._client = self._make_client()
 
     @staticmethod
@@ -158,6 +160,7 @@ class RulesService:
         self._client.loop_start()
         self.webhooks.start()
         next_prune = 0.0
+        next_export = time.monotonic() + self.config.lake_interval_s
         try:
             while not self._stop.is_set():
                 batch = self._take_batch()
@@ -170,11 +173,29 @@ class RulesService:
                     with self.store.transaction():
                         self.store.prune_seen(self.config.dedupe_days * 86400)
                     next_prune = time.monotonic() + PRUNE_EVERY_S
+                if time.monotonic() >= next_export:
+                    self._export()
+                    next_export = time.monotonic() + self.config.lake_interval_s
+            self._export()
         finally:
             self._client.disconnect()
             self._client.loop_stop()
             self.webhooks.stop()
             self.store.close()
+
+    def _export(self) -> None:
+        """Write the alert table to the lake when it changed since the last snapshot."""
+        if self.config.lake is None or self.config.vehicle_secret is None:
+            return
+        version = self.store.alerts_version()
+        if version == self._exported:
+            return
+        try:
+            export_alerts(self.store.alerts(), self.config.lake, self.config.worker, self.config.vehicle_secret)
+        except (OSError, ValueError) as exc:  # the lake being away never stops the rules; retried next time
+            log.warning("alerts not written to the lake %s: %s", self.config.lake, exc)
+            return
+        self._exported = version
 
     def _take_batch(self) -> list[_Msg]:
         try:
