@@ -18,7 +18,7 @@
     │   ├── ReplayError             a CAN log cannot be opened or read           (gateway.replay)
     │   ├── LakeRootError           a lake root or layout is unusable            (cloud_sink.lake)
     │   ├── FleetSpecError          a fleet description is invalid               (simulator.fleet_spec)
-    │   ├── ConditionError          a rule condition does not parse              (speed_layer.errors)
+    │   ├── ConditionError          a rule or trigger condition does not parse   (minute_packet.condition)
     │   ├── StoreError              the rules' state database cannot be opened   (speed_layer.errors)
     │   ├── EnrichmentError         an operational table is missing or malformed (batch_layer.errors)
     │   └── LakeError               the lake cannot be read by the batch layer   (batch_layer.errors)
