@@ -164,7 +164,7 @@ class Evaluator:
             else:
                 entry = [entry[0], t]
             s[key] = entry
-            return t - entry[0] + period >= need
+            return t - entry[0] + period >= need - 1e-6  # frame times are floats
         return held
 
 
