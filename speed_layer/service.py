@@ -29,10 +29,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import dbc
-from minute_packet import PacketDecodeError, Schema, SchemaError, TopicError, Topics, codec, schema_from_dbc
+from minute_packet import PacketDecodeError, Schema, SchemaError, TopicError, Topics, codec, event_packet, schema_from_dbc
 
 from .config import RulesConfig, load_rules
 from .lake_export import export_alerts
+from .rules import AlertChange
 from .sequencer import Sequencer, digest
 from .service_config import ServiceConfig
 from .store import Store
@@ -245,7 +246,7 @@ class RulesService:
             self.foreign += 1
             return
         if topic.kind == "events":
-            self.store.count("events_unsupported")  # event packets (edge triggers) are not specified yet
+            self._event(topic.vehicle, m.payload)
             return
         if topic.kind != "telemetry":
             return
@@ -259,6 +260,33 @@ class RulesService:
             return
         self.sequencer.ingest(m.payload, info)
         self.ingested += 1
+
+    def _event(self, vehicle: str, payload: bytes) -> None:
+        """An edge trigger's event packet becomes an alert at once (kind = the trigger's name); its
+        two parts (before / after the trigger) fill one alert, in whatever order they come."""
+        try:
+            ev = event_packet.decode(payload)
+        except PacketDecodeError as exc:
+            self.store.count(f"rejected_event:{exc.reason}")
+            return
+        if ev.vehicle_id != vehicle:
+            self.store.count("rejected_event:vehicle_mismatch")
+            return
+        if not self.store.mark_seen(f"{vehicle}\x00events", ev.boot_id, ev.seq):
+            self.store.count("event_duplicates")
+            return
+        start = ev.time_ms // 1000
+        rec = AlertChange("edge", ev.trigger, f"{ev.trigger}:{ev.time_ms}", "closed", start, start).record(vehicle)
+        old = self.store.alert(rec["id"])
+        details = dict(old["details"]) if old else {}
+        details.update({"trigger": ev.trigger, "time_ms": ev.time_ms, "condition": ev.condition,
+                        "before_ms": ev.before_ms, "after_ms": ev.after_ms})
+        details["before" if ev.part == 0 else "after"] = {
+            name: {"offsets_ms": list(o), "values": list(v)} for name, (o, v) in ev.signals.items()}
+        rec["details"] = details
+        self.store.put_alert(rec)
+        self.sequencer.touched[rec["id"]] = vehicle
+        self.store.count("events_applied")
 
     def _schema(self, fingerprint: bytes | None, payload: bytes) -> None:
         assert fingerprint is not None

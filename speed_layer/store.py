@@ -197,6 +197,10 @@ class Store:
                         (vehicle, *order, n, rec["id"], None if before is None else json.dumps(before)))
         self._write_alert(rec)
 
+    def put_alert(self, rec: dict[str, Any]) -> None:
+        """Write an alert that no replay can touch (edge-trigger alerts: no per-vehicle order)."""
+        self._write_alert(rec)
+
     def acknowledge(self, alert_id: str, at: float | None = None) -> bool:
         """Mark an alert acknowledged (the third state of its lifecycle); False when unknown."""
         with self.transaction():

@@ -95,3 +95,80 @@ def test_trigger_config_errors():
     specs = triggers_from_config([{"name": "c", "condition": 'CrashDetected == 1', "capture": ["VehicleSpeed"],
                                    "before_s": 5, "after_s": 2, "min_interval_s": 10}])
     assert specs == (TriggerSpec("c", "CrashDetected == 1", "rising", 10.0, ("VehicleSpeed",), 5.0, 2.0),)
+
+
+def test_a_crash_frame_through_a_real_gateway_becomes_an_alert_at_once(tmp_path, broker):
+    import asyncio
+    import json
+    import threading
+    import time
+    import uuid
+
+    import can
+
+    from dcm.testing import until, until_async
+    from gateway.config import GatewayConfig
+    from gateway.service import Gateway
+    from speed_layer.service import RulesService
+    from speed_layer.service_config import Broker, ServiceConfig
+    from speed_layer.store import Store
+
+    from helpers.mqtt_recorder import Recorder
+
+    prefix = f"e{uuid.uuid4().hex[:6]}"
+    channel = f"edge-{uuid.uuid4().hex[:8]}"
+    recorder = Recorder(broker, [f"{prefix}/+/alerts", f"{prefix}/+/events"], client_id=f"{prefix}-rec")
+    rules = RulesService(ServiceConfig(broker=Broker(broker.host, broker.port), state_path=tmp_path / "rules.sqlite",
+                                       topic_prefix=prefix, client_id=f"{prefix}-rules",
+                                       dbc_paths=(dbc.REFERENCE_DBC,)))
+    thread = threading.Thread(target=rules.run)
+    thread.start()
+    assert rules.connected.wait(10)
+    specs = triggers_from_config([{"name": "crash", "condition": "rising(CrashDetected == 1)",
+                                   "capture": ["VehicleSpeed"], "before_s": 1.0, "after_s": 0.5}])
+    base = time.time() - 3.0
+    crash_at = base + 2.012  # the AIRBAG_STATUS frame after speed frame 201
+
+    async def main() -> Gateway:
+        gw_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+        gw = Gateway(GatewayConfig(vehicle_id="VEDGE", broker=broker, outbox_path=tmp_path / "outbox.sqlite",
+                                   interface="virtual", channel=channel, topic_prefix=prefix, triggers=specs),
+                     bus=gw_bus)
+        task = asyncio.create_task(gw.run())
+        with can.Bus(interface="virtual", channel=channel, preserve_timestamps=True) as sim:
+            for i in range(300):  # VehicleSpeed every 10 ms, AIRBAG_STATUS every 20 ms, the crash out of cycle
+                t = base + i * 0.01
+                key, data = speed(80.0 - i * 0.1)
+                sim.send(can.Message(arbitration_id=SPEED.frame_id, data=data, timestamp=t, is_extended_id=False))
+                if i % 2 == 0 or i == 201:
+                    crashed = int(i >= 201)
+                    _, adata = airbag(crashed, 4 * crashed)
+                    sim.send(can.Message(arbitration_id=AIRBAG.frame_id, data=adata, timestamp=t + 0.002,
+                                         is_extended_id=False))
+        await until_async(lambda: gw.stats.events_made >= 2, 30)
+        gw.stop()
+        await task
+        gw_bus.shutdown()
+        return gw
+
+    gw = asyncio.run(main())
+    store = Store(tmp_path / "rules.sqlite")
+    try:
+        def edge_alert():
+            return [a for a in store.alerts() if a["rule"] == "edge"]
+        assert until(lambda: len(edge_alert()) == 1 and "after" in edge_alert()[0]["details"], 20)
+    finally:
+        rules.stop()
+        thread.join(30)
+    (alert,) = edge_alert()
+    d = alert["details"]
+    assert alert["kind"] == "crash" and d["time_ms"] == int(round(crash_at * 1000))
+    offsets, values = d["before"]["VehicleSpeed"]["offsets_ms"], d["before"]["VehicleSpeed"]["values"]
+    assert len(offsets) == 100 and -1000 <= offsets[0] and offsets[-1] == -2 and values[-1] == pytest.approx(59.9)
+    assert len(d["after"]["VehicleSpeed"]["offsets_ms"]) == 50
+    assert gw.triggers.stats.fired == 1
+    events = [decode(p) for t, p, _ in recorder.messages if t.endswith("/events")]
+    assert [(e.part, e.time_ms) for e in events] == [(0, d["time_ms"]), (1, d["time_ms"])]
+    assert until(lambda: any(t == f"{prefix}/VEDGE/alerts" and json.loads(p)["id"] == alert["id"]
+                             for t, p, _ in recorder.messages), 10)
+    recorder.close()

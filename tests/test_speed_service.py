@@ -187,7 +187,7 @@ token_file = "hook.token"
     assert len(set(keys)) == len(keys)
     counters = store.counters()
     assert counters["webhook_failures:ops"] == 4 and counters["webhook_sent:ops"] == len(keys)
-    assert counters["events_unsupported"] == 1
+    assert counters["rejected_event:bad_magic"] == 1
     final = {a["id"]: a for a in store.alerts()}
     last = {}
     for _, body in receiver.accepted:
