@@ -172,3 +172,23 @@ def test_a_crash_frame_through_a_real_gateway_becomes_an_alert_at_once(tmp_path,
     assert until(lambda: any(t == f"{prefix}/VEDGE/alerts" and json.loads(p)["id"] == alert["id"]
                              for t, p, _ in recorder.messages), 10)
     recorder.close()
+
+
+def test_gateway_config_reads_triggers_and_check_config_validates_their_signals(tmp_path):
+    from gateway.config import ConfigError, check, load
+
+    base = 'vehicle_id = "V1"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n[outbox]\npath = "o.sqlite"\n'
+    good = tmp_path / "good.toml"
+    good.write_text(base + '[[triggers]]\nname = "crash"\ncondition = "rising(CrashDetected == 1)"\n'
+                    'capture = ["VehicleSpeed"]\nbefore_s = 5\n')
+    config = load(good)
+    assert config.triggers == (TriggerSpec("crash", "rising(CrashDetected == 1)", capture=("VehicleSpeed",),
+                                           before_s=5.0),)
+    assert check(config, str(good))["vehicle_id"] == "V1"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base + '[[triggers]]\nname = "x"\ncondition = "Nope > 1"\n')
+    with pytest.raises(ConfigError, match="triggers: trigger 'x': signal 'Nope' is not in the DBC"):
+        check(load(bad), str(bad))
+    bad.write_text(base + '[[triggers]]\nname = "x"\ncondition = "a >"\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: triggers: \[0\].condition: expected"):
+        load(bad)
