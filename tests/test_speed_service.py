@@ -216,3 +216,26 @@ def test_service_config_errors_name_the_key(tmp_path):
         bad.write_text(body)
         with pytest.raises(RulesConfigError, match=re.escape(message)):
             load_service_config(bad)
+
+
+def test_dcm_rules_lists_and_acknowledges_alerts(tmp_path, capsys):
+    from dcm.cli import main
+    from speed_layer.sequencer import Sequencer
+
+    from test_speed_sequencer import RULES, fingerprint, schema
+
+    store = Store(tmp_path / "w.sqlite")
+    seq = Sequencer(store, RULES, lambda fp: schema() if fp == fingerprint() else None)
+    for data in packets("VA"):
+        with store.transaction():
+            seq.ingest(data)
+    assert main(["rules", "alerts", "--state", str(tmp_path / "w.sqlite"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [a["id"] for a in listed] == [a["id"] for a in store.alerts()] and len(listed) == 5
+    assert main(["rules", "ack", listed[0]["id"], "--state", str(tmp_path / "w.sqlite")]) == 0
+    assert main(["rules", "ack", listed[0]["id"], "--state", str(tmp_path / "w.sqlite")]) == 1  # already
+    assert main(["rules", "alerts", "--state", str(tmp_path / "w.sqlite")]) == 0
+    assert "acknowledged" in capsys.readouterr().out.splitlines()[0]
+    assert main(["rules", "alerts", "--state", str(tmp_path / "missing.sqlite")]) == 2
+    assert main(["rules", "--check-config", "--state", "x.sqlite"]) == 2
+    assert "broker: missing" in capsys.readouterr().err
