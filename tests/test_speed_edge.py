@@ -192,3 +192,34 @@ def test_gateway_config_reads_triggers_and_check_config_validates_their_signals(
     bad.write_text(base + '[[triggers]]\nname = "x"\ncondition = "a >"\n')
     with pytest.raises(ConfigError, match=r"bad.toml: triggers: \[0\].condition: expected"):
         load(bad)
+
+
+def test_event_packets_that_waited_offline_go_out_ahead_of_the_backlog(tmp_path, broker):
+    import asyncio
+    import uuid
+
+    from dcm.testing import until, until_async
+    from gateway.outbox import Outbox
+    from gateway.publisher import Publisher, PublisherSettings
+
+    from helpers.mqtt_recorder import Recorder
+
+    prefix = f"b{uuid.uuid4().hex[:6]}"
+    recorder = Recorder(broker, [f"{prefix}/+/telemetry", f"{prefix}/+/events"], client_id=f"{prefix}-rec")
+    outbox = Outbox(tmp_path / "o.sqlite")
+    for i in range(6):  # what piled up while offline: minute packets, then an event, then more packets
+        outbox.put(f"{prefix}/V1/telemetry", b"minute %d" % i)
+        if i == 3:
+            outbox.put(f"{prefix}/V1/events", b"event")
+    settings = PublisherSettings(broker=broker, client_id=f"{prefix}-gw", schema_topic=f"{prefix}/schemas/00",
+                                 schema_payload=b"{}", status_topic=f"{prefix}/V1/status", backlog_rate=5.0)
+    publisher = Publisher(outbox, settings, status=lambda: {})
+
+    async def main() -> None:
+        task = asyncio.create_task(publisher.run())
+        await until_async(lambda: outbox.depth == 0, 20)
+        task.cancel()
+    asyncio.run(main())
+    assert until(lambda: len(recorder.messages) == 7, 10)
+    assert [p for _, p, _ in recorder.messages] == [b"event"] + [b"minute %d" % i for i in range(6)]
+    recorder.close()
