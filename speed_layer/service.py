@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 PUBLISH_BATCH = 200
+MAX_INFLIGHT = 1000  # alert messages handed to paho and not yet acknowledged (bounds its queue)
 PRUNE_EVERY_S = 3600
 # "kill_after_commit:N": SIGKILL itself after the N-th commit that applied packets, before acknowledging
 FAULT_ENV = "DCM_RULES_FAULT"
@@ -318,6 +319,8 @@ class RulesService:
                     log.warning("outbox of %s full: dropped %d oldest deliveries", target, dropped)
 
     def _publish_due(self) -> None:
+        if len(self._inflight) >= MAX_INFLIGHT:
+            return
         due = self.store.due("mqtt", PUBLISH_BATCH + len(self._inflight_ids))
         for outbox_id, alert_id, status, payload, _ in due:
             if outbox_id in self._inflight_ids:
