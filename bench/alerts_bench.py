@@ -336,5 +336,5 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def broker_url(b: Broker):
-    from dcm.broker import BrokerUrl
+    from dcm_base.broker_url import BrokerUrl
     return BrokerUrl(b.host, b.port)

@@ -6,6 +6,7 @@
     ├── InputError                  bad input the user named (a file, key, option, URL): exit 2
     │   ├── ConfigError             a config file or value is invalid (every service; names file and key)
     │   │   ├── RulesConfigError    a rules or rules-service file is invalid     (speed_layer.errors)
+    │   │   ├── TriggerError        an edge trigger of a gateway is invalid      (gateway.triggers)
     │   │   └── BatchConfigError    a batch-layer file or parameter is invalid   (batch_layer.errors)
     │   ├── BrokerUrlError          a broker URL is malformed                    (dcm_base.broker_url)
     │   ├── DbcError                a DBC file cannot be read or parsed          (dbc)

@@ -26,6 +26,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dcm_base.errors import ConfigError
 from minute_packet.condition import ConditionError, parse, signals
 from minute_packet.condition_eval import compile_condition
 from minute_packet.event_packet import MAX_WINDOW_MS, EventPacket
@@ -37,8 +38,8 @@ MAX_GAP_S = 1.0  # frame-level ``for``: a silence longer than this restarts the 
 MODES = ("rising", "always")
 
 
-class TriggerError(ValueError):
-    """A trigger definition is invalid or names a signal the DBC lacks."""
+class TriggerError(ConfigError, ValueError):
+    """A trigger definition is invalid or names a signal the DBC lacks (a config error: exit 2)."""
 
 
 @dataclasses.dataclass(frozen=True)

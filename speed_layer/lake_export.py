@@ -15,21 +15,25 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
-
 from minute_packet.masking import mask_vehicle
 
-SCHEMA = pa.schema([
-    ("id", pa.string()), ("vehicle", pa.string()), ("rule", pa.string()), ("kind", pa.string()),
-    ("status", pa.string()), ("start", pa.timestamp("s", tz="UTC")), ("end", pa.timestamp("s", tz="UTC")),
-    ("details", pa.string()), ("acknowledged_at", pa.timestamp("ms", tz="UTC")),
-])
+
+def _schema() -> Any:
+    import pyarrow as pa  # only a worker that writes to the lake loads pyarrow
+
+    return pa.schema([
+        ("id", pa.string()), ("vehicle", pa.string()), ("rule", pa.string()), ("kind", pa.string()),
+        ("status", pa.string()), ("start", pa.timestamp("s", tz="UTC")), ("end", pa.timestamp("s", tz="UTC")),
+        ("details", pa.string()), ("acknowledged_at", pa.timestamp("ms", tz="UTC")),
+    ])
 
 
-def alerts_table(alerts: list[dict[str, Any]], secret: bytes) -> pa.Table:
-    cols: dict[str, list] = {f.name: [] for f in SCHEMA}
+def alerts_table(alerts: list[dict[str, Any]], secret: bytes) -> Any:
+    """The alerts as a pyarrow table, vehicle ids masked."""
+    import pyarrow as pa
+
+    schema = _schema()
+    cols: dict[str, list] = {f.name: [] for f in schema}
     for a in alerts:
         cols["id"].append(a["id"])
         cols["vehicle"].append(mask_vehicle(secret, a["vehicle"]))
@@ -40,12 +44,15 @@ def alerts_table(alerts: list[dict[str, Any]], secret: bytes) -> pa.Table:
         cols["details"].append(json.dumps(a["details"], sort_keys=True))
         ack = a.get("acknowledged_at")
         cols["acknowledged_at"].append(None if ack is None else int(ack * 1000))
-    return pa.table({name: pa.array(values, type=SCHEMA.field(name).type) for name, values in cols.items()},
-                    schema=SCHEMA)
+    return pa.table({name: pa.array(values, type=schema.field(name).type) for name, values in cols.items()},
+                    schema=schema)
 
 
 def export_alerts(alerts: list[dict[str, Any]], root: str | Path, worker: int, secret: bytes) -> str:
     """Write the snapshot; returns its path or URI."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
     table = alerts_table(alerts, secret)
     root_s = str(root)
     if "://" in root_s and not root_s.startswith("file://"):
