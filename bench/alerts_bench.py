@@ -13,9 +13,14 @@ manifest's events are the ground truth:
   no scenario explains). Aggressive and teen drivers really do brake and corner harshly without a
   scenario, so their unexplained alerts are listed as ``unlabelled``, not counted as false.
 
-Edge-triggered events (issue 12 point 4) are not implemented yet: ``edge_event_p50_ms`` and
-``edge_event_p99_ms`` are null. The whole fleet is published at once (a backlog drain), so the
-bench reports throughput (``packets_per_s``), not latency.
+The fleet is published at once (a backlog drain), so that part reports throughput
+(``packets_per_s``), not latency. Latency is measured on edge triggers: a real
+:class:`gateway.service.Gateway` reads a python-can virtual bus on which a crash frame
+(``AIRBAG_STATUS.CrashDetected`` = 1, stamped with the wall clock when written) appears every
+``--edge-period`` seconds; its trigger makes an event packet, which goes through the gateway's
+outbox, Mosquitto and a rules worker into a stored alert, published on the alerts topic.
+``edge_event_p50_ms``/``edge_event_p99_ms``: from the frame's timestamp to the alert's arrival at
+an MQTT subscriber (it is published only after it is stored), over ``--edge-events`` events.
 """
 from __future__ import annotations
 
@@ -64,6 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--battery-decline", type=float, default=24.0, help="V/day of the battery scenario")
     p.add_argument("--faults", action="store_true", help="publish 5 %% duplicates and swap neighbouring packets")
+    p.add_argument("--edge-events", type=int, default=120, help="crash frames for the edge latency (0: skip)")
+    p.add_argument("--edge-period", type=float, default=0.1, help="seconds between crash frames")
 
 
 def _rules(spec: FleetSpec, events: dict[int, dict[str, Any]], plans: list) -> dict[str, Any]:
@@ -237,13 +244,97 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for t in threads:
             t.join(30)
     result = score(alerts, events, gen.plans, spec.end_time)
+    edge = _edge_latency(args) if args.edge_events else {}
     return {
         **result,
-        "edge_event_p50_ms": None, "edge_event_p99_ms": None,
-        "edge_event_note": "edge triggers (issue 12 point 4) are not implemented yet",
+        **edge,
         "vehicles": args.vehicles, "fleet_seconds": spec.end_time - spec.start_time, "packets": len(packets),
         "deliveries": want, "workers": args.workers, "alerts": len(alerts),
         "packets_per_s": round(want / elapsed, 1), "generate_s": round(gen_s, 2), "process_s": round(elapsed, 2),
         "alerts_received_on_mqtt": len(watch.first), "counters": counters, "dbc": [Path(m.dbc_path).name for m in spec.models], "faults": args.faults,
         "reference": str(dbc.REFERENCE_DBC.name),
     }
+
+
+def _edge_latency(args: argparse.Namespace) -> dict[str, Any]:
+    """Crash frames on a virtual bus → gateway trigger → outbox → Mosquitto → rules worker → alert."""
+    import asyncio
+    import uuid
+
+    import can
+
+    from gateway.config import GatewayConfig
+    from gateway.service import Gateway
+    from gateway.triggers import triggers_from_config
+
+    db = dbc.load(dbc.REFERENCE_DBC)
+    airbag = db.get_message_by_name("AIRBAG_STATUS")
+
+    def frame(crashed: int) -> can.Message:
+        data = airbag.encode({s.name: 0 for s in airbag.signals} | {"CrashDetected": crashed}, strict=False)
+        return can.Message(arbitration_id=airbag.frame_id, data=data, timestamp=time.time(), is_extended_id=False)
+
+    channel = f"bench-edge-{uuid.uuid4().hex[:8]}"
+    topics = Topics("edge")
+    arrivals: dict[int, float] = {}
+    with tempfile.TemporaryDirectory(prefix="dcm-bench-edge-") as tmp, private_mosquitto() as url:
+        broker = Broker(url.host, url.port)
+        rules = RulesService(ServiceConfig(broker=broker, state_path=Path(tmp) / "rules.sqlite", topic_prefix="edge",
+                                           client_id="bench-edge-rules", dbc_paths=(dbc.REFERENCE_DBC,)))
+        rthread = threading.Thread(target=rules.run, daemon=True)
+        rthread.start()
+        rules.connected.wait(20)
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+        def on_message(client, userdata, msg) -> None:
+            body = json.loads(msg.payload)
+            if body.get("rule") == "edge":
+                arrivals.setdefault(body["details"]["time_ms"], time.time())
+        sub.on_message = on_message
+        sub.connect(broker.host, broker.port)
+        sub.subscribe(topics.all_vehicles("alerts"), qos=1)
+        sub.loop_start()
+        specs = triggers_from_config([{"name": "crash", "condition": "rising(CrashDetected == 1)"}])
+        config = GatewayConfig(vehicle_id="EDGE1", broker=broker_url(broker), outbox_path=Path(tmp) / "outbox.sqlite",
+                               interface="virtual", channel=channel, topic_prefix="edge", triggers=specs)
+        sent: list[int] = []
+
+        async def main() -> None:
+            bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+            gw = Gateway(config, bus=bus)
+            task = asyncio.create_task(gw.run())
+            await asyncio.sleep(1.0)  # connected
+            with can.Bus(interface="virtual", channel=channel, preserve_timestamps=True) as sim:
+                for _ in range(args.edge_events):
+                    f = frame(1)
+                    sim.send(f)
+                    sent.append(int(round(f.timestamp * 1000)))
+                    await asyncio.sleep(args.edge_period / 2)
+                    sim.send(frame(0))
+                    await asyncio.sleep(args.edge_period / 2)
+            deadline = time.monotonic() + 30
+            while len(arrivals) < len(sent) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            gw.stop()
+            await task
+            bus.shutdown()
+        asyncio.run(main())
+        sub.loop_stop()
+        sub.disconnect()
+        rules.stop()
+        rthread.join(30)
+    lat = sorted((arrivals[t] - t / 1000) * 1000 for t in sent if t in arrivals)
+    return {"edge_events_sent": len(sent), "edge_events_alerted": len(lat),
+            "edge_event_p50_ms": round(float(_pct(lat, 50)), 1) if lat else None,
+            "edge_event_p99_ms": round(float(_pct(lat, 99)), 1) if lat else None,
+            "edge_event_max_ms": round(lat[-1], 1) if lat else None}
+
+
+def _pct(values: list[float], q: float) -> float:
+    import numpy as np
+    return float(np.percentile(values, q))
+
+
+def broker_url(b: Broker):
+    from dcm_base.broker_url import BrokerUrl
+    return BrokerUrl(b.host, b.port)

@@ -6,6 +6,7 @@
     ├── InputError                  bad input the user named (a file, key, option, URL): exit 2
     │   ├── ConfigError             a config file or value is invalid (every service; names file and key)
     │   │   ├── RulesConfigError    a rules or rules-service file is invalid     (speed_layer.errors)
+    │   │   ├── TriggerError        an edge trigger of a gateway is invalid      (gateway.triggers)
     │   │   └── BatchConfigError    a batch-layer file or parameter is invalid   (batch_layer.errors)
     │   ├── BrokerUrlError          a broker URL is malformed                    (dcm_base.broker_url)
     │   ├── DbcError                a DBC file cannot be read or parsed          (dbc)
@@ -18,7 +19,7 @@
     │   ├── ReplayError             a CAN log cannot be opened or read           (gateway.replay)
     │   ├── LakeRootError           a lake root or layout is unusable            (cloud_sink.lake)
     │   ├── FleetSpecError          a fleet description is invalid               (simulator.fleet_spec)
-    │   ├── ConditionError          a rule condition does not parse              (speed_layer.errors)
+    │   ├── ConditionError          a rule or trigger condition does not parse   (minute_packet.condition)
     │   ├── StoreError              the rules' state database cannot be opened   (speed_layer.errors)
     │   ├── EnrichmentError         an operational table is missing or malformed (batch_layer.errors)
     │   └── LakeError               the lake cannot be read by the batch layer   (batch_layer.errors)

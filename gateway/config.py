@@ -21,6 +21,8 @@ from dcm_base.errors import ConfigError
 from minute_packet import Collection, SchemaError, Topics, TopicError
 from minute_packet.topics import check_prefix, check_vehicle_id
 
+from .triggers import TriggerEngine, TriggerError, TriggerSpec, triggers_from_config
+
 
 @dataclasses.dataclass(frozen=True)
 class GatewayConfig:
@@ -48,6 +50,7 @@ class GatewayConfig:
     zstd_level: int = 19  # ~4 ms per packet on a PC, once a minute; 8 % smaller than level 3
     clock_step_s: float = 1.0  # a wall-clock change larger than this between frames is a step
     clock_slew: float = 0.1  # after a backward step, sample time runs this much slower until corrected
+    triggers: tuple[TriggerSpec, ...] = ()  # edge triggers ([[triggers]], gateway/triggers.py)
 
     def __post_init__(self) -> None:
         try:
@@ -100,6 +103,7 @@ _KEYS: dict[str, Key] = {
     "time.idle_flush_s": Key("idle_flush_s", cfg.positive(float)),
     "time.clock_step_s": Key("clock_step_s", cfg.positive(float)),
     "time.clock_slew": Key("clock_slew", cfg.positive(float)),
+    "triggers": Key("triggers", triggers_from_config),
     # the collection is built from these three below
     "collect.default": Key("collect.default", lambda v: v),
     "collect.signals": Key("collect.signals", lambda v: v),
@@ -175,6 +179,11 @@ def check(config: GatewayConfig, where: str) -> dict[str, Any]:
     unknown = sorted((set(config.collection.signals or ()) | set(config.collection.aggregates)) - known)
     if unknown:
         raise ConfigError(f"{where}: collect: signal {unknown[0]!r} is not in {config.dbc_path}")
+    if config.triggers:
+        try:
+            TriggerEngine(db, config.triggers, vehicle_id=config.vehicle_id, model=config.model, boot_id=bytes(16))
+        except TriggerError as exc:
+            raise ConfigError(f"{where}: triggers: {exc}") from None
     for key in ("ca_file", "cert_file", "key_file"):
         value = getattr(config, key)
         if value and not Path(value).is_file():

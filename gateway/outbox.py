@@ -112,6 +112,17 @@ class Outbox:
             ).fetchall()
         return [OutboxItem(int(i), t, bytes(p)) for i, t, p in rows]
 
+    def peek_topic(self, suffix: str, upto_id: int, limit: int = 32) -> list[OutboxItem]:
+        """The oldest items up to ``upto_id`` whose topic ends in ``suffix`` (event packets jump
+        the backlog queue this way)."""
+        pattern = "%" + suffix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, topic, payload FROM outbox WHERE id <= ? AND topic LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
+                (upto_id, pattern, limit),
+            ).fetchall()
+        return [OutboxItem(int(i), t, bytes(p)) for i, t, p in rows]
+
     def last_id(self) -> int:
         """The id of the newest packet (0 when empty)."""
         with self._lock:

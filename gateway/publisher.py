@@ -170,6 +170,9 @@ class Publisher:
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         backlog_end = await asyncio.to_thread(self.outbox.last_id)  # what waited while we were offline
+        # event packets of edge triggers that waited go first, at once, ahead of the rate-limited backlog
+        while events := await asyncio.to_thread(self.outbox.peek_topic, "/events", backlog_end, self.settings.window):
+            await self._publish(client, events)
         backlog_after = 0
         live_after = backlog_end
         interval = 1.0 / self.settings.backlog_rate

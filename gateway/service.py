@@ -24,9 +24,11 @@ from typing import Any
 import can
 
 import dbc as dbc_files
-from dcm_base.errors import ServiceError
+from dcm_base.errors import ConfigError, ServiceError
 from minute_packet import encode, schema_from_dbc
 from minute_packet.codec import MinutePacket
+from minute_packet.event_packet import EventPacket
+from minute_packet.event_packet import encode as encode_event
 
 from .can_source import CanSource, open_bus
 from .clock import ClockGuard, clock_synchronised
@@ -36,6 +38,7 @@ from .outbox import Outbox, OutboxError
 from .publisher import Publisher, PublisherSettings
 from .sampler import Sampler
 from .status import gateway_status, interface_drops
+from .triggers import TriggerEngine, TriggerError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class GatewayStats:
     rows_made: int = 0
     writer_stalls: int = 0  # the reader waited for the packet writer (queue full)
     packets_unstored: int = 0  # the outbox refused a packet (disk error, larger than the budget)
+    events_made: int = 0  # event packets of edge triggers stored in the outbox
 
 
 class GatewayError(ServiceError):
@@ -90,13 +94,19 @@ class Gateway:
             ),
             status=self.status,
         )
+        try:
+            self.triggers = TriggerEngine(self.db, config.triggers, vehicle_id=config.vehicle_id, model=config.model,
+                                          boot_id=self.boot_id) if config.triggers else None
+        except TriggerError as exc:
+            raise ConfigError(f"triggers: {exc}") from None
         self.stats = GatewayStats()
         self._stop = threading.Event()
         self._recorded = bool(getattr(bus, "recorded", False))
         self.source = CanSource(bus) if bus is not None else CanSource(opener=self._open_bus, stop=self._stop)
         self._own_bus = bus is None
         self._acquisition_done = asyncio.Event()
-        self._packets: queue.Queue[MinutePacket | None] = queue.Queue(maxsize=PACKET_QUEUE)
+        # minute packets, encoded event packets (bytes: edge triggers, stored as they come) and the end marker
+        self._packets: queue.Queue[MinutePacket | bytes | None] = queue.Queue(maxsize=PACKET_QUEUE)
         self._failure: BaseException | None = None  # what stopped a thread; run() raises it
         self.clock_synced: bool | None = clock_synchronised()
         self._frames_since_check = 0
@@ -177,6 +187,16 @@ class Gateway:
         """Compress and commit packets to the outbox until the reader's end-of-stream marker."""
         try:
             while (packet := self._packets.get()) is not None:
+                if isinstance(packet, bytes):  # an event packet: same durable outbox, sent as soon as stored
+                    try:
+                        self.outbox.put(self.config.topics.events(self.config.vehicle_id), packet)
+                    except OutboxError as exc:
+                        self.stats.packets_unstored += 1
+                        log.error("event packet not stored: %s", exc)
+                        continue
+                    self.stats.events_made += 1
+                    loop.call_soon_threadsafe(self.publisher.wake.set)
+                    continue
                 try:
                     payload = encode(packet, level=self.config.zstd_level)
                     self.outbox.put(self.config.telemetry_topic, payload)
@@ -206,9 +226,17 @@ class Gateway:
                 self._check_clock()
                 self._idle_flush()  # uncollected traffic must not keep a minute open forever
             ts = self.clock.sample_time(ts)
-        packets = self.sampler.add(ts, frame_key(msg.arbitration_id, msg.is_extended_id), msg.data)
+        key = frame_key(msg.arbitration_id, msg.is_extended_id)
+        packets = self.sampler.add(ts, key, msg.data)
+        if self.triggers is not None:
+            self._emit_events(self.triggers.on_frame(ts, key, msg.data))
         if packets:
             self._emit(packets)
+
+    def _emit_events(self, events: list[EventPacket]) -> None:
+        """Queue finished event packets for the writer, which stores them as they come."""
+        for event in events:
+            self._packets.put(encode_event(event))
 
     def _idle_flush(self) -> None:
         """No collected frame for ``idle_flush_s`` (ignition off, say): send the open minute now."""
@@ -230,6 +258,8 @@ class Gateway:
                     if not self._recorded:
                         self._check_clock()
                     self._idle_flush()
+                    if self.triggers is not None:  # a post-trigger window also ends on a silent bus
+                        self._emit_events(self.triggers.tick(time.time()))
                     continue
                 ignored = stats.frames_ignored
                 self._handle(msg)
@@ -239,6 +269,8 @@ class Gateway:
                 while (msg := source.recv(timeout=0)) is not None:  # what the bus still holds
                     self._handle(msg)
             self._emit(self.sampler.flush())
+            if self.triggers is not None:
+                self._emit_events(self.triggers.flush())
         except Exception as exc:  # a driver or log error: keep what was sampled, then stop loudly
             log.exception("CAN reader failed")
             self._failure = exc

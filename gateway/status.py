@@ -1,6 +1,7 @@
 """The gateway's retained status message: what it read, dropped, made, stored and published."""
 from __future__ import annotations
 
+import dataclasses
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,8 @@ def gateway_status(gw: Gateway, drops: dict[str, int] | None) -> dict[str, Any]:
         "packets_unstored": gw.stats.packets_unstored,
         "writer_stalls": gw.stats.writer_stalls,
         "packets_published": gw.publisher.stats.published,
+        "events_made": gw.stats.events_made,
+        "triggers": dataclasses.asdict(gw.triggers.stats) if gw.triggers is not None else None,
         "outbox": {"depth": box.depth, "bytes": box.bytes, "budget": box.max_bytes,
                    "evicted_packets": box.stats.evicted_packets, "evicted_bytes": box.stats.evicted_bytes},
         "clock": {"synchronised": gw.clock_synced, "correction_ms": gw.clock.correction_ms,

@@ -69,7 +69,7 @@ class _Speeding:
         if run is not None and t - run["last"] > MAX_GAP_S:
             if run["open"]:
                 out.append(self._change(run, CLOSED))
-            run = state.pop("run")
+            del state["run"]
             run = None
         speed = values.get("speed")
         if speed is None:
@@ -147,7 +147,6 @@ class _Harsh:
         out = self.episodes.expire(state, t)
         if a is not None and a >= self.rule.threshold:
             peak = round(a, 3)
-            ep = state.get("ep")
             out += self.episodes.update(state, t, True, t - 1, peak)
             ep = state["ep"]
             ep["peak_g"] = round(ep["peak_mps2"] / G, 3)

@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from .evaluate import Evaluator, compile_condition
+from minute_packet.condition_eval import Evaluator, compile_condition
 
 OPEN, CLOSED = "open", "closed"
 MAX_GAP_S = 10  # a longer silence ends an open episode at its last row
@@ -139,7 +139,7 @@ class ConditionRule(Rule):
     def __init__(self, name: str, condition: str, columns: Mapping[str, str], *, kind: str | None = None,
                  peak: str | None = None, details: tuple[str, ...] = ()) -> None:
         super().__init__(name, columns)
-        from .condition import parse, signals
+        from minute_packet.condition import parse, signals
         self.condition = condition
         self.node = parse(condition)
         self.required = tuple(sorted(signals(self.node)))

@@ -29,9 +29,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 import dbc
-from minute_packet import PacketDecodeError, Schema, SchemaError, TopicError, Topics, codec, schema_from_dbc
+from minute_packet import PacketDecodeError, Schema, SchemaError, TopicError, Topics, codec, event_packet, schema_from_dbc
 
 from .config import RulesConfig, load_rules
+from .lake_export import export_alerts
+from .rules import AlertChange
 from .sequencer import Sequencer, digest
 from .service_config import ServiceConfig
 from .store import Store
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 PUBLISH_BATCH = 200
+MAX_INFLIGHT = 1000  # alert messages handed to paho and not yet acknowledged (bounds its queue)
 PRUNE_EVERY_S = 3600
 # "kill_after_commit:N": SIGKILL itself after the N-th commit that applied packets, before acknowledging
 FAULT_ENV = "DCM_RULES_FAULT"
@@ -88,6 +91,7 @@ class RulesService:
         self._stop = threading.Event()
         self._sub_mid: int | None = None
         self._fault_after = self._fault()
+        self._exported: tuple[int, float] | None = None
         self._client = self._make_client()
 
     @staticmethod
@@ -158,6 +162,7 @@ class RulesService:
         self._client.loop_start()
         self.webhooks.start()
         next_prune = 0.0
+        next_export = time.monotonic() + self.config.lake_interval_s
         try:
             while not self._stop.is_set():
                 batch = self._take_batch()
@@ -170,11 +175,29 @@ class RulesService:
                     with self.store.transaction():
                         self.store.prune_seen(self.config.dedupe_days * 86400)
                     next_prune = time.monotonic() + PRUNE_EVERY_S
+                if time.monotonic() >= next_export:
+                    self._export()
+                    next_export = time.monotonic() + self.config.lake_interval_s
+            self._export()
         finally:
             self._client.disconnect()
             self._client.loop_stop()
             self.webhooks.stop()
             self.store.close()
+
+    def _export(self) -> None:
+        """Write the alert table to the lake when it changed since the last snapshot."""
+        if self.config.lake is None or self.config.vehicle_secret is None:
+            return
+        version = self.store.alerts_version()
+        if version == self._exported:
+            return
+        try:
+            export_alerts(self.store.alerts(), self.config.lake, self.config.worker, self.config.vehicle_secret)
+        except (OSError, ValueError) as exc:  # the lake being away never stops the rules; retried next time
+            log.warning("alerts not written to the lake %s: %s", self.config.lake, exc)
+            return
+        self._exported = version
 
     def _take_batch(self) -> list[_Msg]:
         try:
@@ -224,7 +247,7 @@ class RulesService:
             self.foreign += 1
             return
         if topic.kind == "events":
-            self.store.count("events_unsupported")  # event packets (edge triggers) are not specified yet
+            self._event(topic.vehicle, m.payload)
             return
         if topic.kind != "telemetry":
             return
@@ -238,6 +261,33 @@ class RulesService:
             return
         self.sequencer.ingest(m.payload, info)
         self.ingested += 1
+
+    def _event(self, vehicle: str, payload: bytes) -> None:
+        """An edge trigger's event packet becomes an alert at once (kind = the trigger's name); its
+        two parts (before / after the trigger) fill one alert, in whatever order they come."""
+        try:
+            ev = event_packet.decode(payload)
+        except PacketDecodeError as exc:
+            self.store.count(f"rejected_event:{exc.reason}")
+            return
+        if ev.vehicle_id != vehicle:
+            self.store.count("rejected_event:vehicle_mismatch")
+            return
+        if not self.store.mark_seen(f"{vehicle}\x00events", ev.boot_id, ev.seq):
+            self.store.count("event_duplicates")
+            return
+        start = ev.time_ms // 1000
+        rec = AlertChange("edge", ev.trigger, f"{ev.trigger}:{ev.time_ms}", "closed", start, start).record(vehicle)
+        old = self.store.alert(rec["id"])
+        details = dict(old["details"]) if old else {}
+        details.update({"trigger": ev.trigger, "time_ms": ev.time_ms, "condition": ev.condition,
+                        "before_ms": ev.before_ms, "after_ms": ev.after_ms})
+        details["before" if ev.part == 0 else "after"] = {
+            name: {"offsets_ms": list(o), "values": list(v)} for name, (o, v) in ev.signals.items()}
+        rec["details"] = details
+        self.store.put_alert(rec)
+        self.sequencer.touched[rec["id"]] = vehicle
+        self.store.count("events_applied")
 
     def _schema(self, fingerprint: bytes | None, payload: bytes) -> None:
         assert fingerprint is not None
@@ -269,6 +319,8 @@ class RulesService:
                     log.warning("outbox of %s full: dropped %d oldest deliveries", target, dropped)
 
     def _publish_due(self) -> None:
+        if len(self._inflight) >= MAX_INFLIGHT:
+            return
         due = self.store.due("mqtt", PUBLISH_BATCH + len(self._inflight_ids))
         for outbox_id, alert_id, status, payload, _ in due:
             if outbox_id in self._inflight_ids:

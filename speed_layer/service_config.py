@@ -15,6 +15,10 @@ Example ``rules-service.toml`` (paths relative to the file's folder)::
     queue_size = 1000
     dedupe_days = 30
 
+    lake = "lake"                      # optional: alerts snapshot under <lake>/alerts/worker=<k>/ (or s3://...)
+    secret_file = "mask.key"           # required with lake: the sink's vehicle-id masking key
+    lake_interval_s = 300              # how often a changed alert table is written to the lake
+
     [[webhooks]]
     name = "ops"
     url = "https://ops.example/alerts"
@@ -91,6 +95,9 @@ class ServiceConfig:
     mqtt_max_queue: int = 100_000
     ca_file: Path | None = None
     webhooks: tuple[Webhook, ...] = ()
+    lake: str | None = None
+    vehicle_secret: bytes | None = dataclasses.field(default=None, repr=False)
+    lake_interval_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.client_id:
@@ -98,7 +105,8 @@ class ServiceConfig:
 
 
 _KEYS = {"broker", "topic_prefix", "worker", "workers", "client_id", "state", "rules", "dbc", "history", "batch",
-         "queue_size", "dedupe_days", "mqtt_max_queue", "ca_file", "webhooks"}
+         "queue_size", "dedupe_days", "mqtt_max_queue", "ca_file", "webhooks", "lake", "secret_file",
+         "lake_interval_s"}
 
 
 def _int(doc: Mapping[str, Any], key: str, default: int, lo: int, where: str) -> int:
@@ -180,7 +188,25 @@ def load_service_config(path: str | Path | None, overrides: Mapping[str, Any] | 
                              float(h.get("timeout_s", 5.0))))
     if len({h.name for h in hooks}) != len(hooks):
         raise RulesConfigError(f"{where}: webhooks: names must be unique")
+    lake, secret = doc.get("lake"), None
+    if lake is not None:
+        if not isinstance(lake, str) or not lake:
+            raise RulesConfigError(f"{where}: lake: must be a folder or a pyarrow.fs URI")
+        if "://" not in lake:
+            lake = str(rel(lake, "lake"))
+        if "secret_file" not in doc:
+            raise RulesConfigError(f"{where}: secret_file: required with lake (the vehicle-id masking key)")
+        try:
+            secret = rel(doc["secret_file"], "secret_file").read_bytes().strip()
+        except OSError as exc:
+            raise RulesConfigError(f"{where}: secret_file: cannot read: {exc.strerror or exc}") from None
+        if len(secret) < 8:
+            raise RulesConfigError(f"{where}: secret_file: the masking key must be at least 8 bytes")
+    interval = doc.get("lake_interval_s", 300.0)
+    if not isinstance(interval, (int, float)) or isinstance(interval, bool) or interval <= 0:
+        raise RulesConfigError(f"{where}: lake_interval_s: must be a positive number")
     return ServiceConfig(
+        lake=lake, vehicle_secret=secret, lake_interval_s=float(interval),
         broker=broker, state_path=rel(doc["state"], "state"), topic_prefix=prefix, worker=worker, workers=workers,
         client_id=str(doc.get("client_id", "")), rules_path=rel(doc["rules"], "rules") if "rules" in doc else None,
         dbc_paths=tuple(rel(p, "dbc") for p in dbcs), history=_int(doc, "history", 120, 1, where),

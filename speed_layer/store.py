@@ -197,12 +197,21 @@ class Store:
                         (vehicle, *order, n, rec["id"], None if before is None else json.dumps(before)))
         self._write_alert(rec)
 
+    def put_alert(self, rec: dict[str, Any]) -> None:
+        """Write an alert that no replay can touch (edge-trigger alerts: no per-vehicle order)."""
+        self._write_alert(rec)
+
     def acknowledge(self, alert_id: str, at: float | None = None) -> bool:
         """Mark an alert acknowledged (the third state of its lifecycle); False when unknown."""
         with self.transaction():
-            cur = self.db.execute("UPDATE alerts SET acknowledged_at = ? WHERE id = ? AND acknowledged_at IS NULL",
-                                  (at or time.time(), alert_id))
+            cur = self.db.execute("UPDATE alerts SET acknowledged_at = ?, updated_at = ? WHERE id = ? AND"
+                                  " acknowledged_at IS NULL", (at or time.time(), time.time(), alert_id))
         return cur.rowcount == 1
+
+    def alerts_version(self) -> tuple[int, float]:
+        """Changes whenever an alert is written, removed or acknowledged: (count, newest update)."""
+        n, newest = self.db.execute("SELECT count(*), COALESCE(max(updated_at), 0) FROM alerts").fetchone()
+        return int(n), float(newest)
 
     def alerts(self, vehicle: str | None = None) -> list[dict[str, Any]]:
         """Every alert (of one vehicle), ordered by vehicle, start and id."""

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from speed_layer import condition as c
-from speed_layer.errors import ConditionError
-from speed_layer.evaluate import compile_condition
+from minute_packet import condition as c
+from minute_packet.condition import ConditionError
+from minute_packet.condition_eval import compile_condition
 
 
 def run(text: str, rows: list[dict], start: int = 1000, choices=None) -> list[bool]:
@@ -105,3 +105,10 @@ def test_value_table_names_resolve_against_the_schema():
 def test_signal_to_signal_comparison_and_truthiness():
     assert run("a > b", [{"a": 2, "b": 1}, {"a": 1, "b": 1}, {"a": 3}]) == [True, False, False]
     assert run("CrashDetected", [{"CrashDetected": 0}, {"CrashDetected": 1}]) == [False, True]
+
+
+def test_frame_by_frame_durations_count_real_time():
+    ev = compile_condition("a > 1 for 500 ms", period_s=0, max_gap_s=1)
+    s: dict = {}
+    assert [ev(s, t, {"a": 2}) for t in (10.000, 10.250, 10.499, 10.500, 10.6)] == [False, False, False, True, True]
+    assert ev(s, 12.0, {"a": 2}) is False  # 1.4 s without a frame: counting again

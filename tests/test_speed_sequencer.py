@@ -153,3 +153,27 @@ def test_packets_wait_for_their_schema():
     with store.transaction():
         assert seq.schema_arrived(fingerprint()) == 3
     assert [a["kind"] for a in store.alerts()] == ["speeding", "harsh_braking"]
+
+
+def test_rules_a_schema_cannot_serve_are_reported_once_per_vehicle():
+    import dataclasses
+    small = dataclasses.replace(schema(), columns=tuple(c for c in schema().columns if c.name != "CrashDetected"))
+    fp = small.fingerprint
+    store = Store(":memory:")
+    seq = Sequencer(store, RULES, {fp: small}.get)
+    for i in range(3):
+        data = encode(make_packet(small, "V", i, T0 + 60 * i, {"VehicleSpeed": [100.0] * 60}))
+        with store.transaction():
+            assert seq.ingest(data) == "applied"
+    assert store.db.execute("SELECT vehicle, rule, reason FROM skipped_rules").fetchall() == [
+        ("V", "crash", "schema lacks CrashDetected")]
+    assert store.counters()["rules_skipped"] == 1
+
+
+def test_the_outbox_is_bounded_and_counts_what_it_drops():
+    store = Store(":memory:")
+    with store.transaction():
+        dropped = [store.enqueue("webhook:a", f"id{i}", "open", b"{}", limit=3) for i in range(5)]
+    assert dropped == [0, 0, 0, 1, 1]
+    assert [r[1] for r in store.due("webhook:a", 10)] == ["id2", "id3", "id4"]
+    assert store.outbox_depth("webhook:a") == 3 and store.outbox_depth("mqtt") == 0

@@ -13,10 +13,12 @@ import threading
 import uuid
 from pathlib import Path
 
+import duckdb
 import paho.mqtt.client as mqtt
 
 import dbc
 from dcm.testing import until
+from minute_packet.masking import mask_vehicle
 from speed_layer.sequencer import digest
 from speed_layer.service import RulesService, owner
 from speed_layer.service_config import load_service_config
@@ -158,7 +160,9 @@ def test_webhook_that_fails_then_recovers_gets_every_alert_once(tmp_path, broker
     receiver = _Receiver(fail_first=4)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     (tmp_path / "hook.token").write_text("s3cret-token-0123456789\n")
-    cfg_path = write_config(tmp_path, broker, prefix, 0, 1, extra=f'''
+    (tmp_path / "mask.key").write_bytes(b"lake-masking-key")
+    cfg_path = write_config(tmp_path, broker, prefix, 0, 1, extra=f'''lake = "lake"
+secret_file = "mask.key"
 [[webhooks]]
 name = "ops"
 url = "http://127.0.0.1:{receiver.server_address[1]}/alerts"
@@ -183,7 +187,7 @@ token_file = "hook.token"
     assert len(set(keys)) == len(keys)
     counters = store.counters()
     assert counters["webhook_failures:ops"] == 4 and counters["webhook_sent:ops"] == len(keys)
-    assert counters["events_unsupported"] == 1
+    assert counters["rejected_event:bad_magic"] == 1
     final = {a["id"]: a for a in store.alerts()}
     last = {}
     for _, body in receiver.accepted:
@@ -191,6 +195,11 @@ token_file = "hook.token"
     assert {i: (b["status"], b["digest"]) for i, b in last.items()} == {i: (a["status"], digest(a)) for i, a in final.items()}
     assert store.acknowledge(next(iter(final))) and store.alert(next(iter(final)))["acknowledged_at"]
     receiver.shutdown()
+    # the lake has the same alerts under the masked vehicle id, never the raw one
+    rows = duckdb.connect().execute(
+        f"SELECT id, vehicle, status, worker FROM read_parquet('{tmp_path}/lake/alerts/*/*.parquet',"
+        " hive_partitioning = true) ORDER BY id").fetchall()
+    assert rows == sorted((i, mask_vehicle(b"lake-masking-key", "VA"), a["status"], 0) for i, a in final.items())
 
 
 def test_service_config_errors_name_the_key(tmp_path):
@@ -202,7 +211,31 @@ def test_service_config_errors_name_the_key(tmp_path):
                           ('broker = "mqtt://h"\nstate = "x"\nworker = 2\nworkers = 2', "worker: must be below workers"),
                           ('broker = "mqtt://h"\nstate = "x"\n[[webhooks]]\nname = "a"\nurl = "ftp://x"',
                            "webhooks[0].url: must be an http"),
-                          ('broker = "mqtt://h"\nstate = "x"\ncolour = 1', "colour: unknown key")]:
+                          ('broker = "mqtt://h"\nstate = "x"\ncolour = 1', "colour: unknown key"),
+                          ('broker = "mqtt://h"\nstate = "x"\nlake = "lake"', "secret_file: required with lake")]:
         bad.write_text(body)
         with pytest.raises(RulesConfigError, match=re.escape(message)):
             load_service_config(bad)
+
+
+def test_dcm_rules_lists_and_acknowledges_alerts(tmp_path, capsys):
+    from dcm.cli import main
+    from speed_layer.sequencer import Sequencer
+
+    from test_speed_sequencer import RULES, fingerprint, schema
+
+    store = Store(tmp_path / "w.sqlite")
+    seq = Sequencer(store, RULES, lambda fp: schema() if fp == fingerprint() else None)
+    for data in packets("VA"):
+        with store.transaction():
+            seq.ingest(data)
+    assert main(["rules", "alerts", "--state", str(tmp_path / "w.sqlite"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [a["id"] for a in listed] == [a["id"] for a in store.alerts()] and len(listed) == 5
+    assert main(["rules", "ack", listed[0]["id"], "--state", str(tmp_path / "w.sqlite")]) == 0
+    assert main(["rules", "ack", listed[0]["id"], "--state", str(tmp_path / "w.sqlite")]) == 1  # already
+    assert main(["rules", "alerts", "--state", str(tmp_path / "w.sqlite")]) == 0
+    assert "acknowledged" in capsys.readouterr().out.splitlines()[0]
+    assert main(["rules", "alerts", "--state", str(tmp_path / "missing.sqlite")]) == 2
+    assert main(["rules", "--check-config", "--state", "x.sqlite"]) == 2
+    assert "broker: missing" in capsys.readouterr().err

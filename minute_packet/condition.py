@@ -1,4 +1,7 @@
-"""The condition language shared by the generic rule (and, later, edge triggers): text to an AST.
+"""The condition language shared by the cloud's generic rule and the gateway's edge triggers: text to an AST.
+
+It sits in the wire package because both sides must read a condition the same way: a rule file
+in the cloud and a trigger in a gateway's config use one grammar and one semantics.
 
 Grammar (keywords are case-insensitive; signal names are case-sensitive)::
 
@@ -16,14 +19,28 @@ Examples: ``EngineCoolantTemp > 110 for 60 s``, ``rising(CrashDetected == 1)``,
 A bare operand means "is non-zero". A string compares against the value table (``VAL_``) of the
 signal on the other side of the operator; that is resolved when the rule is bound to a schema.
 ``for`` binds loosest: ``a and b for 10 s`` is ``(a and b) for 10 s``. Semantics are in
-:mod:`speed_layer.evaluate`. Every parse problem raises :class:`ConditionError` with its column.
+:mod:`minute_packet.condition_eval`. Every parse problem raises :class:`ConditionError` with its column.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 
-from .errors import ConditionError
+from dcm_base.errors import InputError
+
+
+
+class ConditionError(InputError, ValueError):
+    """A condition does not parse or names something that does not exist (bad input: exit 2).
+
+    ``position`` is the 0-based character offset of the problem in ``text`` (or None)."""
+
+    def __init__(self, message: str, text: str = "", position: int | None = None) -> None:
+        self.text = text
+        self.position = position
+        where = f" at column {position + 1}" if position is not None else ""
+        shown = f" in {text!r}" if text else ""
+        super().__init__(f"{message}{where}{shown}")
 
 OPS = (">=", "<=", "==", "!=", ">", "<")
 KEYWORDS = frozenset({"and", "or", "not", "for", "rising", "falling", "hysteresis"})

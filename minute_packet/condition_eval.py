@@ -5,8 +5,10 @@ physical values; a signal absent from ``values`` is unknown):
 
 * a comparison with an unknown operand is false (and a hysteresis comparison forgets it was on);
 * ``x for N s`` is true from the N-th consecutive second ``x`` holds: for 60 s it is false on
-  seconds 1..59 and true on the 60th. A gap of more than ``max_gap_s`` seconds between rows
-  (the vehicle stopped sending) starts the count again;
+  seconds 1..59 and true on the 60th (each 1 Hz row stands for ``period_s`` = 1 s; on decoded
+  frames, ``period_s = 0``, it is true once ``t`` is N s past the first frame where ``x`` held).
+  A gap of more than ``max_gap_s`` seconds between rows (the vehicle stopped sending) starts the
+  count again;
 * ``rising(x)`` is true on a second where ``x`` is true and was false (or unknown) on the
   previous row; ``falling(x)`` the reverse;
 * hysteresis: ``x > a hysteresis h`` turns on when ``x > a`` and stays on while ``x > a - h``
@@ -22,7 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import condition as c
-from .errors import ConditionError
+from .condition import ConditionError
 
 MAX_GAP_S = 10
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -30,33 +32,34 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 State = dict[str, Any]
-_Fn = Callable[[State, int, Mapping[str, float]], bool]
+_Fn = Callable[[State, float, Mapping[str, float]], bool]
 
 
 class Evaluator:
     """A compiled condition. ``choices`` gives the value table of each signal (for ``"Off"``)."""
 
     def __init__(self, node: c.Node, choices: Mapping[str, Mapping[int, str] | None] | None = None, *,
-                 text: str = "", max_gap_s: float = MAX_GAP_S) -> None:
+                 text: str = "", max_gap_s: float = MAX_GAP_S, period_s: float = 1.0) -> None:
         self.node = node
         self.text = text
         self.signals = c.signals(node)
         self.max_gap_s = max_gap_s
+        self.period_s = period_s
         self._choices = choices or {}
         self._count = 0
         self._fn = self._compile(node)
         self._top_for = f"n{self._count - 1}" if isinstance(node, c.For) else None
 
-    def __call__(self, state: State, t: int, values: Mapping[str, float]) -> bool:
+    def __call__(self, state: State, t: float, values: Mapping[str, float]) -> bool:
         """Evaluate on one row, updating ``state`` in place."""
         return self._fn(state, t, values)
 
-    def since(self, state: State) -> int | None:
+    def since(self, state: State) -> float | None:
         """For a top-level ``for``: the first second of the current run of the inner condition."""
         if self._top_for is None:
             return None
         entry = state.get(self._top_for)
-        return None if entry is None else int(entry[0])
+        return None if entry is None else entry[0]
 
     # -- compilation ------------------------------------------------------------------------------
 
@@ -113,7 +116,7 @@ class Evaluator:
         left, right, op = self._read(left_raw), self._read(right_raw), _OPS[node.op]
         h = node.hysteresis
         if not h:
-            def plain(s: State, t: int, v: Mapping[str, float]) -> bool:
+            def plain(s: State, t: float, v: Mapping[str, float]) -> bool:
                 a, b = left(v), right(v)
                 return a is not None and b is not None and op(a, b)
             return plain
@@ -121,7 +124,7 @@ class Evaluator:
         # once on, the threshold moves by h against the direction of the comparison
         relax = -h if node.op in (">", ">=") else h
 
-        def hyst(s: State, t: int, v: Mapping[str, float]) -> bool:
+        def hyst(s: State, t: float, v: Mapping[str, float]) -> bool:
             a, b = left(v), right(v)
             if a is None or b is None:
                 s.pop(key, None)
@@ -137,7 +140,7 @@ class Evaluator:
     def _compile_edge(self, node: c.Edge) -> _Fn:
         inner, key, rising = self._compile(node.item), self._key(), node.rising
 
-        def edge(s: State, t: int, v: Mapping[str, float]) -> bool:
+        def edge(s: State, t: float, v: Mapping[str, float]) -> bool:
             now = inner(s, t, v)
             before = bool(s.get(key))
             if now:
@@ -148,9 +151,9 @@ class Evaluator:
         return edge
 
     def _compile_for(self, node: c.For) -> _Fn:
-        inner, key, need, gap = self._compile(node.item), self._key(), node.seconds, self.max_gap_s
+        inner, key, need, gap, period = self._compile(node.item), self._key(), node.seconds, self.max_gap_s, self.period_s
 
-        def held(s: State, t: int, v: Mapping[str, float]) -> bool:
+        def held(s: State, t: float, v: Mapping[str, float]) -> bool:
             now = inner(s, t, v)
             entry = s.get(key)
             if not now:
@@ -161,11 +164,11 @@ class Evaluator:
             else:
                 entry = [entry[0], t]
             s[key] = entry
-            return t - entry[0] + 1 >= need
+            return t - entry[0] + period >= need - 1e-6  # frame times are floats
         return held
 
 
 def compile_condition(text: str, choices: Mapping[str, Mapping[int, str] | None] | None = None,
-                      *, max_gap_s: float = MAX_GAP_S) -> Evaluator:
-    """Parse and compile in one step."""
-    return Evaluator(c.parse(text), choices, text=text, max_gap_s=max_gap_s)
+                      *, max_gap_s: float = MAX_GAP_S, period_s: float = 1.0) -> Evaluator:
+    """Parse and compile in one step (``period_s = 0`` for frame-by-frame evaluation)."""
+    return Evaluator(c.parse(text), choices, text=text, max_gap_s=max_gap_s, period_s=period_s)
