@@ -54,6 +54,7 @@ class PublisherSettings:
     status_interval_s: float = 60.0
     backoff_min_s: float = 0.5
     backoff_max_s: float = 10.0
+    keepalive_s: int = 20  # a dead connection (blackholed, half-open) is noticed within ~1.5 x this
 
 
 def tls_context(broker: BrokerUrl, ca_file: str | None, cert_file: str | None, key_file: str | None) -> ssl.SSLContext | None:
@@ -132,8 +133,8 @@ class Publisher:
             protocol=aiomqtt.ProtocolVersion.V5,
             tls_context=tls_context(b, s.ca_file, s.cert_file, s.key_file),
             will=aiomqtt.Will(s.status_topic, self._status_payload("offline"), qos=1, retain=True),
-            keepalive=20,
-            timeout=15,
+            keepalive=s.keepalive_s,
+            timeout=min(15, 2 * s.keepalive_s),
             max_inflight_messages=s.window,
         )
 
