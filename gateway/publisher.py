@@ -21,6 +21,7 @@ from typing import Any
 
 import aiomqtt
 
+import faultpoints
 from dcm_base.backoff import Backoff
 from dcm_base.broker_url import BrokerUrl
 
@@ -164,6 +165,7 @@ class Publisher:
     async def _publish(self, client: aiomqtt.Client, batch: list[OutboxItem]) -> None:
         # QoS 1 keeps order on one connection; await the whole window's PUBACKs.
         await asyncio.gather(*(client.publish(item.topic, item.payload, qos=1) for item in batch))
+        faultpoints.hit("publisher.acked")  # the broker has them; the outbox still does too
         # SQLite (an fsync) off the event loop, so PUBACKs and keepalives keep flowing
         await asyncio.to_thread(self.outbox.remove, [item.id for item in batch])
         self.stats.published += len(batch)
