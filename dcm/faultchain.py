@@ -25,7 +25,7 @@ from cloud_sink.gaps import union_gaps
 from cloud_sink.intake import MqttIntake
 from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink, SinkConfig
-from dcm.broker import BrokerUrl, free_port
+from dcm.broker import BrokerUrl, free_port  # re-exported from dcm_base
 from dcm.faultproxy import FaultProxy
 from dcm.mosquitto import Mosquitto
 from gateway.outbox import Outbox

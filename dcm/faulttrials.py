@@ -53,10 +53,10 @@ class _Subscriber:
             raise TimeoutError("subscriber could not subscribe")
 
     def _on_message(self, client, userdata, msg) -> None:
-        from minute_packet.codec import inspect
+        from minute_packet.codec import validate
 
         with self._lock:
-            self.seqs.append(inspect(bytes(msg.payload)).seq)
+            self.seqs.append(validate(bytes(msg.payload)).seq)
 
     def received(self) -> list[int]:
         with self._lock:

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dcm.errors import InputError
+from dcm_base.errors import InputError
 from minute_packet.topics import TopicError, check_prefix, check_vehicle_id
 
 KINDS = ("vehicle", "service", "server")

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from dcm.faultproxy import FaultProxy
+from dcm.testing import until
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -43,7 +44,9 @@ def test_forwards_and_counts(echo):
         s = _conn(proxy)
         s.sendall(b"hello")
         assert s.recv(100) == b"hello"
-        assert proxy.stats.bytes_up == 5 and proxy.stats.bytes_down == 5 and proxy.stats.connections == 1
+        # counted once the write has drained, which may be just after the echo arrived
+        assert until(lambda: proxy.stats.bytes_down == 5, 2)
+        assert proxy.stats.bytes_up == 5 and proxy.stats.connections == 1
         s.close()
 
 
