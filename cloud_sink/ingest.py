@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
+import faultpoints
 from dcm_base.backoff import Backoff
 from minute_packet import Topics
 
@@ -131,6 +132,7 @@ class IntakeLoop:
     def _ack(self, batch: list[Incoming]) -> None:
         for m in batch:  # only now is every packet of the batch safe on disk
             self.intake.ack(m.mid, m.qos)
+        faultpoints.hit("sink.ack.sent")
 
     def publish_events(self) -> None:
         """Send the outbox's schema events (QoS 1 via the intake's client); a refused one is counted."""

@@ -47,9 +47,11 @@ class MqttIntake:
         topics: list[str],
         queue_size: int = 1000,
         ca_file: str | None = None,
+        keepalive: int = 30,
     ) -> None:
         self.broker = broker
         self.topics = topics
+        self.keepalive = keepalive  # seconds; a dead connection is noticed within ~1.5 x this
         self.queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=queue_size)
         self.connected = threading.Event()  # set once the broker has acknowledged every subscription
         self._subscribe_mid: int | None = None
@@ -75,7 +77,7 @@ class MqttIntake:
         self._loop = asyncio.get_running_loop()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
-        self._client.connect_async(self.broker.host, self.broker.port, keepalive=30, clean_start=False, properties=props)
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.keepalive, clean_start=False, properties=props)
         self._client.loop_start()
 
     def stop(self) -> None:

@@ -27,6 +27,7 @@ import os
 import uuid
 from pathlib import Path
 
+import faultpoints
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -177,9 +178,11 @@ class LakeFile:
     def close(self) -> None:
         self._writer.close()
         self._stream.close()  # flushes the buffer
+        faultpoints.hit("sink.write.before_rename")  # written and fsynced under its temporary name
         if self.lake.local:
             _fsync(self._tmp)
             self.lake.fs.move(self._tmp, self.lake.path(self.rel))
+        faultpoints.hit("sink.write.renamed")
 
     def abort(self) -> None:
         try:

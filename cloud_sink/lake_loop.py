@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Mapping
 
+import faultpoints
 import pyarrow as pa
 
 from dcm_base.backoff import Backoff
@@ -45,6 +46,7 @@ class LakeLoop:
         written = 0
         while (job := self.staging.queue.assign_batch(list(self.schemas), self.policy.max_packets)) is not None:
             batch, redo, staged = job
+            faultpoints.hit("sink.assign.committed")
             if redo:
                 log.warning("batch %d was interrupted; writing it again (%d packets)", batch, len(staged))
             result = self.writer.write_batch(batch, redo, staged)

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import faultpoints
+
 from .staging_db import Database, StagingError
 from .staging_keys import DUPLICATE, NEW, STALE, KeyStore, NewPacket
 from .staging_latest import Latest, LatestStore
@@ -54,9 +56,12 @@ class Staging:
         def run(_c) -> list[str]:
             status, ids = self.keys.admit(packets)
             self.queue.put(ids, [p.payload for p, s in zip(packets, status) if s == NEW])
+            faultpoints.hit("sink.stage.before_commit")
             return status
 
-        return self.db.tx(run)
+        status = self.db.tx(run)
+        faultpoints.hit("sink.stage.committed")  # durable, not yet acknowledged
+        return status
 
     def finish_batch(self, batch: int, files: Sequence[str], latest: Latest) -> None:
         """Mark a batch written (its payloads dropped, keys kept) and merge its latest state, in
@@ -65,8 +70,10 @@ class Staging:
         def run(_c) -> None:
             self.queue.finish(batch, files)
             self.latest.merge(latest)
+            faultpoints.hit("sink.finish.before_commit")
 
         self.db.tx(run)
+        faultpoints.hit("sink.finish.committed")
 
     def close(self) -> None:
         self.db.close()

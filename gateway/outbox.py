@@ -14,6 +14,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import faultpoints
 from dcm_base.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,12 @@ class Outbox:
                     count, nbytes = count - 1, nbytes - osize
                     evicted, evicted_bytes = evicted + 1, evicted_bytes + osize
                 self._db.execute("INSERT INTO outbox (topic, payload, size) VALUES (?, ?, ?)", (topic, payload, size))
+                faultpoints.hit("outbox.put.before_commit")
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()  # the evictions are rolled back too: counters stay as they were
                 raise OutboxError(f"{self.path}: {exc}") from exc
+            faultpoints.hit("outbox.put.committed")
             self._count, self._bytes = count + 1, nbytes + size
             self.stats.evicted_packets += evicted
             self.stats.evicted_bytes += evicted_bytes
@@ -138,10 +141,12 @@ class Outbox:
                 self._db.execute("BEGIN IMMEDIATE")
                 marks = ",".join("?" * len(item_ids))
                 sizes = self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks}) RETURNING size", item_ids).fetchall()
+                faultpoints.hit("outbox.remove.before_commit")
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
                 raise OutboxError(f"{self.path}: {exc}") from exc
+            faultpoints.hit("outbox.remove.committed")
             self._count -= len(sizes)
             self._bytes -= sum(int(r[0]) for r in sizes)
             self.stats.removed += len(sizes)

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiomqtt
 
+import faultpoints
 from dcm_base.backoff import Backoff
 from dcm_base.broker_url import BrokerUrl
 
@@ -54,6 +55,7 @@ class PublisherSettings:
     status_interval_s: float = 60.0
     backoff_min_s: float = 0.5
     backoff_max_s: float = 10.0
+    keepalive_s: int = 20  # a dead connection (blackholed, half-open) is noticed within ~1.5 x this
 
 
 def tls_context(broker: BrokerUrl, ca_file: str | None, cert_file: str | None, key_file: str | None) -> ssl.SSLContext | None:
@@ -132,8 +134,8 @@ class Publisher:
             protocol=aiomqtt.ProtocolVersion.V5,
             tls_context=tls_context(b, s.ca_file, s.cert_file, s.key_file),
             will=aiomqtt.Will(s.status_topic, self._status_payload("offline"), qos=1, retain=True),
-            keepalive=20,
-            timeout=15,
+            keepalive=s.keepalive_s,
+            timeout=min(15, 2 * s.keepalive_s),
             max_inflight_messages=s.window,
         )
 
@@ -163,6 +165,7 @@ class Publisher:
     async def _publish(self, client: aiomqtt.Client, batch: list[OutboxItem]) -> None:
         # QoS 1 keeps order on one connection; await the whole window's PUBACKs.
         await asyncio.gather(*(client.publish(item.topic, item.payload, qos=1) for item in batch))
+        faultpoints.hit("publisher.acked")  # the broker has them; the outbox still does too
         # SQLite (an fsync) off the event loop, so PUBACKs and keepalives keep flowing
         await asyncio.to_thread(self.outbox.remove, [item.id for item in batch])
         self.stats.published += len(batch)

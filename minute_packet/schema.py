@@ -364,8 +364,10 @@ class Schema:
         source = body.get("source", "")
         if not isinstance(source, str):
             raise SchemaError("source must be a string")
-        return cls(columns=tuple(Column.from_json(c, version) for c in columns), collection=collection,
-                   source=source, version=version)
+        schema = cls(columns=tuple(Column.from_json(c, version) for c in columns), collection=collection,
+                     source=source, version=version)
+        schema.canonical()  # a schema that cannot be fingerprinted (a number RFC 8785 refuses) is invalid here
+        return schema
 
 
 def _fold(name: str) -> str:
