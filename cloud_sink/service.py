@@ -17,8 +17,8 @@ import logging
 from pathlib import Path
 
 import dbc as dbc_files
-from minute_packet import schema_from_dbc
-from minute_packet.schema import SCHEMA_VERSIONS
+from minute_packet import SchemaError, schema_from_dbc
+from minute_packet.schema import SCHEMA_VERSION, SCHEMA_VERSIONS
 
 from .config import SinkConfig
 from .events import EventOutbox
@@ -66,7 +66,12 @@ class Sink:
         for path in config.dbc_paths:
             db = dbc_files.load(path)
             for version in SCHEMA_VERSIONS:  # packets of older gateways (schema v1) decode too
-                schema = schema_from_dbc(db, source=Path(path).name, version=version)
+                try:
+                    schema = schema_from_dbc(db, source=Path(path).name, version=version)
+                except SchemaError:
+                    if version == SCHEMA_VERSION:
+                        raise
+                    continue  # v1 naming cannot serve this DBC: no v1 gateway could have sent it either
                 self.ingest.learn(SchemaMessage(schema, schema.to_json()))
         self.writer = LakeWriter(self.lake, self.staging, self.quarantine, worker_id=config.worker,
                                  schemas=self.schemas, mask=self.mask, cache=self.cache,

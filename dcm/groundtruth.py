@@ -50,8 +50,8 @@ class FrameRecorder:
 
     def expected(self, schema: Schema) -> dict[int, dict[str, float | int]]:
         """Per second, the value of every ``last`` column of the schema, from a direct cantools decode."""
-        columns: dict[tuple[str, str], str] = {
-            (c.message, c.signal): c.name for c in schema.columns if c.aggregate == "last"
+        columns: dict[tuple[int, bool, str], str] = {
+            (c.frame_id, c.extended, c.signal): c.name for c in schema.columns if c.aggregate == "last"
         }
         out: dict[int, dict[str, float | int]] = {}
         # entries are in the order their frame was last seen, so for a signal carried by several
@@ -64,7 +64,7 @@ class FrameRecorder:
                 continue
             row = out.setdefault(sec, {})
             for signal, value in decoded.items():
-                name = columns.get((message.name, signal))
+                name = columns.get((fid, ext, signal))
                 if name is not None:
                     row[name] = value
         return out

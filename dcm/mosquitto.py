@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 
 from dcm.broker import find_mosquitto, free_port
+from dcm_base.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
 DEPLOY_CONF = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "dcm.conf"
 
 
-class MosquittoError(Exception):
+class MosquittoError(ServiceError):
     """Mosquitto exited or did not listen in time."""
 
 

@@ -53,10 +53,12 @@ class FrameDecoder:
 
     def __init__(self, db: Any, schema: Schema) -> None:
         by_name = {m.name: m for m in db.messages}
+        by_key = {frame_key(m.frame_id, m.is_extended_frame): m for m in db.messages}
         plans: dict[int, list[tuple[str, int, str, str]]] = {}
         messages: dict[int, Any] = {}
         for index, col in enumerate(schema.columns):
-            message = by_name.get(col.message)
+            # schema v2 names the frame exactly (a non-strict DBC may reuse a message name)
+            message = by_key.get(frame_key(col.frame_id, col.extended)) if schema.version >= 2 else by_name.get(col.message)
             if message is None:
                 raise ValueError(f"schema column {col.name!r} names message {col.message!r} missing from the DBC")
             key = frame_key(message.frame_id, message.is_extended_frame)

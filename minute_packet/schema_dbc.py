@@ -13,19 +13,21 @@ from .errors import SchemaError
 from .schema import RESERVED_NAMES, SCHEMA_VERSION, SCHEMA_VERSIONS, Bits, Collection, Column, Schema, _fold
 
 
-def _column_names(messages: list[Any], version: int) -> dict[tuple[int, bool, str, str], str]:
-    """The base column name of every signal (before any ``__<aggregate>`` suffix).
+def _column_names(messages: list[Any], version: int) -> dict[int, str]:
+    """The base column name of every signal (before any ``__<aggregate>`` suffix), keyed by the
+    signal object's ``id`` (a non-strict DBC may repeat a signal name within one message).
 
     Version 2: ``Signal`` when no other signal of the DBC has the same name ignoring case and the
     name is not one the lake uses itself (:data:`RESERVED_NAMES`); else ``Message.Signal`` when
     that is unique ignoring case; else ``Message.Signal@<frame id>`` (hex, ``x`` appended for a
-    29-bit id). Version 1: ``Signal`` when unique (case-sensitive), else ``Message.Signal``."""
-    signals = [(m, s) for m in messages for s in m.signals]
+    29-bit id); a name still equal to an earlier one ignoring case gets ``#2``, ``#3``, ... in
+    column order. Version 1: ``Signal`` when unique (case-sensitive), else ``Message.Signal``."""
+    signals = [(m, s) for m in messages for s in _decodable(m, version)]
     if version == 1:
         counts: dict[str, int] = {}
         for _m, s in signals:
             counts[s.name] = counts.get(s.name, 0) + 1
-        return {(m.frame_id, m.is_extended_frame, m.name, s.name): s.name if counts[s.name] == 1
+        return {id(s): s.name if counts[s.name] == 1
                 else f"{m.name}.{s.name}" for m, s in signals}
     plain: dict[str, int] = {}
     qualified: dict[str, int] = {}
@@ -40,8 +42,24 @@ def _column_names(messages: list[Any], version: int) -> dict[tuple[int, bool, st
             name = f"{m.name}.{s.name}"
         else:
             name = f"{m.name}.{s.name}@{m.frame_id:x}{'x' if m.is_extended_frame else ''}"
-        out[(m.frame_id, m.is_extended_frame, m.name, s.name)] = name
+        out[id(s)] = name
+    # still equal ignoring case (one message with signals "Ab" and "AB"): the later ones get #2, #3, ...
+    seen: dict[str, int] = {}
+    for key, name in out.items():
+        k = seen[_fold(name)] = seen.get(_fold(name), 0) + 1
+        if k > 1:
+            out[key] = f"{name}#{k}"
     return out
+
+
+def _decodable(message: Any, version: int) -> list[Any]:
+    """The message's signals a decoder keyed by signal name can read: in version 2, a signal whose
+    name a later signal of the same message repeats (only a non-strict DBC allows it) is left
+    out, since cantools and every decoder that returns values by name see only the last one."""
+    if version == 1:
+        return list(message.signals)
+    last = {s.name: i for i, s in enumerate(message.signals)}
+    return [s for i, s in enumerate(message.signals) if last[s.name] == i]
 
 
 def _kind(signal: Any) -> str:
@@ -81,8 +99,8 @@ def schema_from_dbc(db: Any, collection: Collection | None = None, *, source: st
     names = _column_names(messages, version)
     columns: list[Column] = []
     for m in messages:
-        for s in m.signals:
-            base = names[(m.frame_id, m.is_extended_frame, m.name, s.name)]
+        for s in _decodable(m, version):
+            base = names[id(s)]
             for agg in collection.for_signal(m.name, s.name):
                 kind = "f64" if agg == "mean" else _kind(s)
                 common = dict(
