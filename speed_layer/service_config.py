@@ -26,7 +26,6 @@ Example ``rules-service.toml`` (paths relative to the file's folder)::
     max_queue = 10000                  # deliveries kept for retry; beyond it the oldest are dropped (counted)
     timeout_s = 5
 
-Broker URLs are parsed here (not with the CLI layer's helper) because this package sits below it.
 """
 from __future__ import annotations
 
@@ -35,34 +34,14 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
-
+from dcm_base.broker_url import BrokerUrl, BrokerUrlError
 from minute_packet import TopicError
 from minute_packet.topics import check_prefix
 
 from .errors import RulesConfigError
 
 
-@dataclasses.dataclass(frozen=True)
-class Broker:
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = dataclasses.field(default=None, repr=False)
-
-    @classmethod
-    def parse(cls, url: str) -> Broker:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"must look like mqtt://host:port or mqtts://host:port, got {url!r}")
-        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        return cls(parts.hostname, port, parts.scheme == "mqtts",
-                   unquote(parts.username) if parts.username else None,
-                   unquote(parts.password) if parts.password else None)
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+Broker = BrokerUrl  # the project's broker URL (dcm_base.broker_url)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +122,7 @@ def load_service_config(path: str | Path | None, overrides: Mapping[str, Any] | 
         raise RulesConfigError(f"{where}: broker: missing (mqtt://host:port)")
     try:
         broker = Broker.parse(doc["broker"]) if isinstance(doc["broker"], str) else None
-    except ValueError as exc:
+    except BrokerUrlError as exc:
         raise RulesConfigError(f"{where}: broker: {exc}") from None
     if broker is None:
         raise RulesConfigError(f"{where}: broker: must be a URL string")

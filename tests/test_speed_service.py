@@ -207,7 +207,7 @@ def test_service_config_errors_name_the_key(tmp_path):
     from speed_layer.errors import RulesConfigError
     bad = tmp_path / "bad.toml"
     for body, message in [('state = "x"', "broker: missing"),
-                          ('broker = "http://x"\nstate = "x"', "broker: must look like mqtt://"),
+                          ('broker = "http://x"\nstate = "x"', "broker: broker URL must look like mqtt://"),
                           ('broker = "mqtt://h"\nstate = "x"\nworker = 2\nworkers = 2', "worker: must be below workers"),
                           ('broker = "mqtt://h"\nstate = "x"\n[[webhooks]]\nname = "a"\nurl = "ftp://x"',
                            "webhooks[0].url: must be an http"),
