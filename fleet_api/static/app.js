@@ -120,11 +120,11 @@
       el("dt", {}, "position"), el("dd", {}, pos),
       el("dt", {}, "DTCs"), el("dd", { id: "dtcs" }, v.active_dtcs.length ? v.active_dtcs.map((c) => "0x" + c.toString(16).toUpperCase()).join(", ") : "none"),
       el("dt", {}, "battery"), el("dd", {}, v.battery_v == null ? "—" : `${v.battery_v.toFixed(2)} V`));
-    panel.replaceChildren(dl, el("div", { class: "muted" }, "battery voltage, last 24 h"), el("div", { id: "spark" }));
+    panel.replaceChildren(dl, el("div", { class: "muted" }, "battery voltage, last hour of data"), el("div", { id: "spark" }));
     if (v.last_seen && v.signals.BatteryVoltage) {
       const to = Math.floor(Date.parse(v.last_seen) / 1000) + 1;
       try {
-        const s = await api(`/vehicles/${id}/series?signals=BatteryVoltage&from=${to - 86400}&to=${to}&step=300`);
+        const s = await api(`/vehicles/${id}/series?signals=BatteryVoltage&from=${to - 3600}&to=${to}&step=10`);
         $("spark").replaceChildren(sparkline(s.signals.BatteryVoltage.mean));
       } catch (e) { $("spark").textContent = e.message; }
     } else {
@@ -202,7 +202,7 @@
     $("leaderboard").replaceChildren(...s.items.map((r) =>
       el("li", { title: r.explanation.map((e) => `${e.cause}: -${e.points}`).join(", ") },
         `${r.name || r.driver} `, el("span", { class: "muted" }, `${r.distance_km.toFixed(0)} km`), el("span", { class: "score" }, r.score))));
-    if (!s.items.length) $("leaderboard").append(el("li", { class: "muted" }, "no scored drivers"));
+    if (!s.items.length) $("leaderboard").append(el("li", { class: "muted empty" }, "no scored drivers (no driver assignments)"));
   }
 
   async function loadTiles() {
