@@ -24,6 +24,7 @@ _NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMAL
 _RESERVED = {"ts", "seq", "boot_id", "vehicle", "out_of_range", "model", "date", "vehicle_bucket"}
 MAX_SIGNALS = 16
 MAX_RANGE_S = 366 * 86400
+SCHEMA_CACHE = 20_000  # lake files whose column list is kept
 
 
 def _days(t0: int, t1: int) -> list[str]:
@@ -50,7 +51,12 @@ class LakeReader:
         self._duckdb = duckdb
         self._con = duckdb.connect()
         self._con.execute("SET TimeZone = 'UTC'")
+        try:  # lake files never change: keep their footers (DuckDB bounds this cache itself)
+            self._con.execute("SET parquet_metadata_cache = true")
+        except duckdb.Error:
+            self._con.execute("SET enable_object_cache = true")
         self._lock = threading.Lock()
+        self._schemas: dict[str, dict[str, bool]] = {}  # file -> column -> numeric (bounded, oldest dropped)
 
     def files(self, vehicle: str, t0: int, t1: int) -> list[str]:
         """The lake files that can hold the vehicle's rows in [t0, t1)."""
@@ -70,7 +76,29 @@ class LakeReader:
         with self._lock:
             return self._con.cursor()
 
-    def columns(self, files: list[str]) -> dict[str, str]:
+    def columns(self, files: list[str]) -> dict[str, bool]:
+        """Column name -> numeric?, over the files (a lake file never changes: schemas are cached)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out: dict[str, bool] = {}
+        for f in files:
+            cols = self._schemas.get(f)
+            if cols is None:
+                if not self.local:
+                    return self._describe(files)
+                try:
+                    schema = pq.read_schema(f)
+                except (OSError, pa.ArrowException) as exc:
+                    raise SourceUnavailable(f"lake: cannot read {f}: {exc}") from None
+                cols = {n.name: pa.types.is_integer(n.type) or pa.types.is_floating(n.type) for n in schema}
+                while len(self._schemas) >= SCHEMA_CACHE:
+                    self._schemas.pop(next(iter(self._schemas)))
+                self._schemas[f] = cols
+            out.update(cols)
+        return out
+
+    def _describe(self, files: list[str]) -> dict[str, bool]:
         cur = self._cursor()
         try:
             rows = cur.execute(f"DESCRIBE SELECT * FROM read_parquet({_list(files)}, hive_partitioning = true,"
@@ -79,7 +107,7 @@ class LakeReader:
             raise SourceUnavailable(f"lake: cannot read: {exc}") from None
         finally:
             cur.close()
-        return {r[0]: r[1] for r in rows}
+        return {r[0]: bool(_NUMERIC.match(r[1])) for r in rows}
 
     def series(self, vehicle: str, signals: list[str], t0: int, t1: int, step: int | None = None) -> dict[str, Any]:
         """``{"step": s, "from": t0, "to": t1, "t": [...], "signals": {name: {"min": [...], "max": [...],
@@ -102,8 +130,8 @@ class LakeReader:
         for s in signals:
             if s in _RESERVED or s not in cols:
                 raise BadRequest(f"signals: {s!r} is not a signal of this vehicle's data in that range")
-            if not _NUMERIC.match(cols[s]):
-                raise BadRequest(f"signals: {s!r} is not numeric ({cols[s]})")
+            if not cols[s]:
+                raise BadRequest(f"signals: {s!r} is not numeric")
         aggs = ", ".join(f'min("{s}"), max("{s}"), avg(CAST("{s}" AS DOUBLE)), count("{s}")' for s in signals)
         sql = (f"SELECT (CAST(epoch(ts) AS BIGINT) - {t0}) // {width} AS b, {aggs}"
                f" FROM read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true)"

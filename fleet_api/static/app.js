@@ -251,6 +251,7 @@
       await loadAlerts();
       await Promise.all([loadTrips(), loadScores(), loadTiles()]);
       status(`${state.vehicles.size} vehicles`);
+      document.body.dataset.readyMs = String(Math.round(performance.now()));
       document.body.dataset.ready = "1";
       live();
       setInterval(() => loadVehicles().catch(() => {}), 30000);
