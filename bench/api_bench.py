@@ -76,11 +76,11 @@ def _build(work: Path, vehicles: int, minutes: int) -> dict[str, Any]:
                  FleetSpec(vehicles=24, duration_s=3600, start_time=T0, seed=2, id_prefix="DAY",
                            models=(VehicleModelSpec("reference-car", dbc_files.REFERENCE_DBC, 1.0),))):
         gen = FleetGenerator(spec)
-        sink.ingest([Incoming(topics.schema(s.fingerprint), s.to_json(), 0, 1, True) for s in gen.schemas.values()])
+        sink.ingest([Incoming(topics.schema(s.fingerprint), s.to_json(), 0, 1) for s in gen.schemas.values()])
         msgs: list[Incoming] = []
         for gw in gen:  # staged 2,000 at a time (each ingest is one durable commit), written 15,000 at a time
             pk = gw.packets if spec.id_prefix != "DAY" else [_day_hour(p) for p in gw.packets]
-            msgs += [Incoming(topics.telemetry(p.vehicle_id), encode(p), packets + i, 1, False)
+            msgs += [Incoming(topics.telemetry(p.vehicle_id), encode(p), packets + i, 1)
                      for i, p in enumerate(pk)]
             packets += len(gw.packets)
             ids.update(p.vehicle_id for p in pk)

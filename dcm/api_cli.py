@@ -40,30 +40,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fleet_api.errors import ApiError
+    """Errors of the project's tree propagate: ``dcm.cli`` prints them on one line (exit 2 or 1)."""
+    from dcm_base.errors import InputError
 
-    try:
-        if args.config is None:
-            print("dcm api: --config is required", file=sys.stderr)
-            return 2
-        if args.api_action == "token":
-            return _token(args)
-        return _serve(args)
-    except ApiError as exc:
-        print(f"dcm api: {exc}", file=sys.stderr)
-        return 2
+    if args.config is None:
+        raise InputError("--config is required")
+    if args.api_action == "token":
+        return _token(args)
+    return _serve(args)
 
 
 def _config(args: argparse.Namespace):
-    import dataclasses
+    from fleet_api.config import load_config
 
-    from fleet_api.config import _listen, load_config
-
-    config = load_config(args.config)
-    if getattr(args, "listen", None):
-        host, port = _listen("--listen", args.listen)
-        config = dataclasses.replace(config, host=host, port=port)
-    return config
+    return load_config(args.config, {"listen": getattr(args, "listen", None)})
 
 
 def _token(args: argparse.Namespace) -> int:

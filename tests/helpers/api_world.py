@@ -90,7 +90,7 @@ def build_world(root: Path) -> World:
         for p in packets[vin]:
             data = encode(p)
             with store.transaction():
-                seq.ingest(data, codec.inspect(data))
+                seq.ingest(data, codec.validate(data))
                 seq.notifications()
     store.close()
     (root / "api.toml").write_text(f"""
