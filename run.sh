@@ -11,6 +11,10 @@ need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 [ "${1:-demo}" != test ] || command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)  # Spark tests
+if [ "${1:-demo}" = test ]; then  # the dashboard's browser tests (tests/test_api_browser.py)
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   echo "run.sh: installing Debian packages: ${need_apt[*]}" >&2

@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "views": "dcm.views_cli",
     "trips": "dcm.trips_cli",
     "scores": "dcm.scores_cli",
+    "api": "dcm.api_cli",
 }
 
 

@@ -16,6 +16,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--workdir", type=Path, help="keep the lake, outboxes and sink state here")
     d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.add_argument("--serve", nargs="?", const="127.0.0.1:8480", metavar="HOST:PORT",
+                   help="afterwards, serve the API and dashboard on the demo's data (default 127.0.0.1:8480)")
     return d
 
 
@@ -23,8 +25,12 @@ def run(args: argparse.Namespace) -> int:
     import dbc as dbc_files
     from dcm.demo import DemoSettings, run_demo
 
+    workdir = args.workdir
+    if args.serve and workdir is None:  # the served data must outlive the run
+        import tempfile
+        workdir = Path(tempfile.mkdtemp(prefix="dcm-demo-"))
     settings = DemoSettings(vehicles=args.vehicles, duration_s=args.duration, dbc_path=args.dbc or dbc_files.REFERENCE_DBC,
-                            broker=args.broker, seed=args.seed, workdir=args.workdir)
+                            broker=args.broker, seed=args.seed, workdir=workdir)
     progress = None if args.json else (lambda msg: print(f"  {msg}", file=sys.stderr))
     result = run_demo(settings, progress)
     if args.json:
@@ -39,4 +45,7 @@ dcm demo: {result['vehicles']} vehicles × {result['duration_s']} s of driving (
   bytes per vehicle-minute         {result['bytes_per_vehicle_minute']}
   elapsed                          {result['elapsed_s']} s  (broker {result['broker']})""")
     ok = result["mismatches"] == 0 and result["rows_written"] == result["vehicle_seconds"]
+    if args.serve:
+        from dcm.demo_serve import serve_demo
+        serve_demo(workdir, args.serve)
     return 0 if ok else 1

@@ -7,7 +7,8 @@
     │   ├── ConfigError             a config file or value is invalid (every service; names file and key)
     │   │   ├── RulesConfigError    a rules or rules-service file is invalid     (speed_layer.errors)
     │   │   ├── TriggerError        an edge trigger of a gateway is invalid      (gateway.triggers)
-    │   │   └── BatchConfigError    a batch-layer file or parameter is invalid   (batch_layer.errors)
+    │   │   ├── BatchConfigError    a batch-layer file or parameter is invalid   (batch_layer.errors)
+    │   │   └── ApiConfigError      the fleet API's file is invalid or incomplete (fleet_api.errors)
     │   ├── BrokerUrlError          a broker URL is malformed                    (dcm_base.broker_url)
     │   ├── DbcError                a DBC file cannot be read or parsed          (dbc)
     │   ├── PacketError             the packet format refuses something          (minute_packet.errors)
@@ -23,7 +24,14 @@
     │   ├── ConditionError          a rule or trigger condition does not parse   (minute_packet.condition)
     │   ├── StoreError              the rules' state database cannot be opened   (speed_layer.errors)
     │   ├── EnrichmentError         an operational table is missing or malformed (batch_layer.errors)
-    │   └── LakeError               the lake cannot be read by the batch layer   (batch_layer.errors)
+    │   ├── LakeError               the lake cannot be read by the batch layer   (batch_layer.errors)
+    │   ├── TokenError              an API token operation got bad input         (fleet_api.errors)
+    │   ├── BadRequest              an API request is malformed: HTTP 400        (fleet_api.errors)
+    │   ├── Unauthorized            no valid bearer token: HTTP 401              (fleet_api.errors)
+    │   ├── Forbidden               the token may see but not change it: 403     (fleet_api.errors)
+    │   ├── NotFound                unknown or outside the token's scope: 404    (fleet_api.errors)
+    │   ├── Conflict                the change conflicts with the stored state: 409 (fleet_api.errors)
+    │   └── RateLimited             the token's rate limit is spent: HTTP 429    (fleet_api.errors)
     └── ServiceError                something failed while running: exit 1
         ├── BrokerStartError        a private Mosquitto could not be started     (dcm.broker)
         ├── MosquittoError          a test/bench Mosquitto exited or did not listen (dcm.mosquitto)
@@ -34,15 +42,17 @@
         ├── CompactionError         a partition could not be compacted           (cloud_sink.compact)
         ├── MqttMuxError            the fleet's MQTT connections failed          (simulator.mqtt_mux)
         ├── DemoError               the demo could not finish                    (dcm.demo)
-        └── EngineError             a batch query engine failed or is missing    (batch_layer.errors)
+        ├── EngineError             a batch query engine failed or is missing    (batch_layer.errors)
+        └── SourceUnavailable       an API data source cannot be read: HTTP 503  (fleet_api.errors)
 
-The value-layer packages keep a base of their own as well (``SpeedLayerError``,
+The value-layer packages and the fleet API keep a base of their own as well (``SpeedLayerError``,
 ``BatchLayerError``, both under ``DcmError``), so each of their errors is both "of that
 layer" and an input error or a failure::
 
     DcmError
     ├── SpeedLayerError             base of the speed layer's errors
-    └── BatchLayerError             base of the batch layer's errors
+    ├── BatchLayerError             base of the batch layer's errors
+    └── ApiError                    base of the fleet API's errors (each has its HTTP status)
 
 Library code raises these typed errors (a third-party error is chained with
 ``from`` where it enters); only the CLI turns them into a one-line message and

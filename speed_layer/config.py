@@ -8,6 +8,8 @@ Example ``rules.toml``::
     [signals]                  # logical signal -> column, for every rule (reference car by default)
     lights = "HeadlightSwitch"
 
+    geofences_file = "geofences.geojson"  # optional: more fences, written by the fleet API (below)
+
     [geofences.depot]          # exactly one of circle, wkt, geojson (coordinates lon, lat)
     circle = { lat = 48.137, lon = 11.575, radius_m = 500 }
     hysteresis_m = 25
@@ -28,6 +30,11 @@ Example ``rules.toml``::
     [rules.harsh_cornering]
     enabled = false
 
+``geofences_file`` (relative to the rules file's folder) is a GeoJSON FeatureCollection whose
+features carry ``properties.name`` and optionally ``hysteresis_m`` and ``speed_limit_kmh``: the
+store ``dcm api`` writes with ``PUT /api/v1/geofences/{name}``. A missing file holds no fences; its
+fences join the inline ones (a name may not be in both).
+
 Every error names the file and the key (``rules.toml: rules.speeding.limit_kmh: must be ...``).
 A condition rule reads columns by their own names; ``signals = { ... }`` in a rule's table maps
 its logical names.
@@ -46,7 +53,7 @@ from .geo import Fence, fence_from_config
 from .rules import Rule
 
 DEFAULT_HOLD_S = 30
-_TOP_KEYS = {"builtins", "hold_s", "signals", "geofences", "rules"}
+_TOP_KEYS = {"builtins", "hold_s", "signals", "geofences", "geofences_file", "rules"}
 _RULE_META = {"type", "enabled", "signals"}
 
 
@@ -83,10 +90,33 @@ def load_rules(path: str | Path | None = None, *, text: str | None = None) -> Ru
         doc = tomllib.loads(text or "")
     except tomllib.TOMLDecodeError as exc:
         raise RulesConfigError(f"{where}: not valid TOML: {exc}") from None
-    return rules_from_mapping(doc, where)
+    return rules_from_mapping(doc, where, Path(path).parent if path is not None else None)
 
 
-def rules_from_mapping(doc: Mapping[str, Any], where: str = "<rules>") -> RulesConfig:
+def geofences_from_file(path: Path, where: str) -> dict[str, dict[str, Any]]:
+    """``[geofences.<name>]``-shaped tables from a GeoJSON FeatureCollection file (none if absent)."""
+    import json
+
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RulesConfigError(f"{where}: cannot read {path}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or not isinstance(doc.get("features"), list):
+        raise RulesConfigError(f"{where}: {path} is not a GeoJSON FeatureCollection")
+    out: dict[str, dict[str, Any]] = {}
+    for i, f in enumerate(doc["features"]):
+        props = f.get("properties") if isinstance(f, dict) else None
+        name = props.get("name") if isinstance(props, dict) else None
+        if not isinstance(name, str) or not name:
+            raise RulesConfigError(f"{where}: {path}: features[{i}].properties.name: missing")
+        out[name] = {"geojson": f.get("geometry") or {},
+                     **{k: props[k] for k in ("hysteresis_m", "speed_limit_kmh") if props.get(k) is not None}}
+    return out
+
+
+def rules_from_mapping(doc: Mapping[str, Any], where: str = "<rules>", base: Path | None = None) -> RulesConfig:
     unknown = set(doc) - _TOP_KEYS
     if unknown:
         raise RulesConfigError(f"{where}: {sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
@@ -101,6 +131,16 @@ def rules_from_mapping(doc: Mapping[str, Any], where: str = "<rules>") -> RulesC
     raw_fences = doc.get("geofences", {})
     if not isinstance(raw_fences, dict):
         raise RulesConfigError(f"{where}: geofences: must be a table of fences")
+    if "geofences_file" in doc:
+        gf = doc["geofences_file"]
+        if not isinstance(gf, str) or not gf:
+            raise RulesConfigError(f"{where}: geofences_file: must be a path")
+        gpath = Path(gf) if Path(gf).is_absolute() or base is None else base / gf
+        stored = geofences_from_file(gpath, f"{where}: geofences_file")
+        both = sorted(set(stored) & set(raw_fences))
+        if both:
+            raise RulesConfigError(f"{where}: geofences_file: fence {both[0]!r} is also in [geofences]")
+        raw_fences = {**raw_fences, **stored}
     fences = []
     for name, raw in raw_fences.items():
         if not isinstance(raw, dict):

@@ -14,7 +14,7 @@ from dcm.cli import main as dcm_main
 from dcm_base.errors import DcmError, InputError, ServiceError, exit_code
 
 PACKAGES = ("dcm_base", "dbc", "minute_packet", "gateway", "cloud_sink", "simulator", "speed_layer", "batch_layer",
-            "dcm")
+            "fleet_api", "dcm")
 
 
 def project_errors() -> list[tuple[str, type]]:
@@ -34,9 +34,10 @@ def project_errors() -> list[tuple[str, type]]:
 
 def package_bases() -> set[type]:
     from batch_layer.errors import BatchLayerError
+    from fleet_api.errors import ApiError
     from speed_layer.errors import SpeedLayerError
 
-    return {DcmError, SpeedLayerError, BatchLayerError}
+    return {DcmError, SpeedLayerError, BatchLayerError, ApiError}
 
 
 def test_every_project_error_is_in_the_tree():

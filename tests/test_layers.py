@@ -4,6 +4,8 @@ The allowed graph (also in docs/architecture.md)::
 
     dcm, bench          application: CLIs, demo, car rig, service runner / benchmarks (may import anything)
       │
+    fleet_api           the API and dashboard: reads the value layer (speed_layer, batch_layer) and the wire package
+      │
     gateway   cloud_sink   simulator   speed_layer   batch_layer     libraries: never each other,
       │           │            │            │             │          never dcm or bench
     minute_packet (wire format)   dbc (DBC files and loader)
@@ -35,10 +37,11 @@ ALLOWED: dict[str, set[str]] = {
     "simulator": {"dcm_base", "dbc", "minute_packet"},
     "speed_layer": {"dcm_base", "dbc", "minute_packet"},
     "batch_layer": {"dcm_base", "dbc", "minute_packet"},
+    "fleet_api": {"dcm_base", "minute_packet", "speed_layer", "batch_layer"},
     "dcm": {"dcm_base", "dbc", "minute_packet", "gateway", "cloud_sink", "simulator", "speed_layer", "batch_layer",
-            "bench"},
+            "fleet_api", "bench"},
     "bench": {"dcm_base", "dbc", "minute_packet", "gateway", "cloud_sink", "simulator", "speed_layer", "batch_layer",
-              "dcm"},
+              "fleet_api", "dcm"},
 }
 
 

@@ -1,0 +1,188 @@
+"""Time series and routes from the Parquet lake with DuckDB, downsampled on the server.
+
+A request names a masked vehicle, signals and a time range; :meth:`LakeReader.files` picks the
+lake files of the days in the range (the ``date=`` partitions; in the vehicle layout only that
+vehicle's folders), and one DuckDB query groups the rows into ``step``-second buckets with
+min/max/mean/count per signal. ``step`` is chosen so that at most ``max_points`` buckets come back
+(or taken from the request, raised to that bound). Rows a packet stored twice (two sink workers)
+fall in the same bucket: min and max are exact, the mean weighs them twice.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import math
+import os
+import re
+import threading
+from typing import Any
+
+from .errors import BadRequest, SourceUnavailable
+
+_NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|FLOAT|DOUBLE"
+                      r"|DECIMAL.*)$")
+_RESERVED = {"ts", "seq", "boot_id", "vehicle", "out_of_range", "model", "date", "vehicle_bucket"}
+MAX_SIGNALS = 16
+MAX_RANGE_S = 366 * 86400
+SCHEMA_CACHE = 20_000  # lake files whose column list is kept
+
+
+def _days(t0: int, t1: int) -> list[str]:
+    d0 = dt.datetime.fromtimestamp(t0, dt.timezone.utc).date()
+    d1 = dt.datetime.fromtimestamp(max(t0, t1 - 1), dt.timezone.utc).date()
+    return [(d0 + dt.timedelta(days=i)).isoformat() for i in range((d1 - d0).days + 1)]
+
+
+def choose_step(t0: int, t1: int, step: int | None, max_points: int) -> int:
+    """The bucket width in seconds: at least ``step`` (default 1) and wide enough for ``max_points``."""
+    need = max(1, math.ceil((t1 - t0) / max_points))
+    return max(need, step or 1)
+
+
+class LakeReader:
+    """Reads one lake root (a local folder; other roots through DuckDB's own globbing)."""
+
+    def __init__(self, root: str, max_points: int = 2000) -> None:
+        import duckdb
+
+        self.root = root[len("file://"):] if root.startswith("file://") else root
+        self.local = "://" not in self.root
+        self.max_points = max_points
+        self._duckdb = duckdb
+        self._con = duckdb.connect()
+        self._con.execute("SET TimeZone = 'UTC'")
+        try:  # lake files never change: keep their footers (DuckDB bounds this cache itself)
+            self._con.execute("SET parquet_metadata_cache = true")
+        except duckdb.Error:
+            self._con.execute("SET enable_object_cache = true")
+        self._lock = threading.Lock()
+        self._schemas: dict[str, dict[str, bool]] = {}  # file -> column -> numeric (bounded, oldest dropped)
+
+    def files(self, vehicle: str, t0: int, t1: int) -> list[str]:
+        """The lake files that can hold the vehicle's rows in [t0, t1)."""
+        if not re.fullmatch(r"[0-9a-f]{16}", vehicle):
+            return []
+        out: list[str] = []
+        for day in _days(t0, t1):
+            if self.local:
+                base = os.path.join(glob.escape(self.root), "model=*", f"date={day}")
+                out += glob.glob(os.path.join(base, f"vehicle={vehicle}", "*.parquet"))
+                out += glob.glob(os.path.join(base, "vehicle_bucket=*", "*.parquet"))
+            else:
+                out.append(f"{self.root.rstrip('/')}/*/date={day}/*/*.parquet")
+        return sorted(out)
+
+    def _cursor(self):
+        with self._lock:
+            return self._con.cursor()
+
+    def columns(self, files: list[str]) -> dict[str, bool]:
+        """Column name -> numeric?, over the files (a lake file never changes: schemas are cached)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out: dict[str, bool] = {}
+        for f in files:
+            cols = self._schemas.get(f)
+            if cols is None:
+                if not self.local:
+                    return self._describe(files)
+                try:
+                    schema = pq.read_schema(f)
+                except (OSError, pa.ArrowException) as exc:
+                    raise SourceUnavailable(f"lake: cannot read {f}: {exc}") from None
+                cols = {n.name: pa.types.is_integer(n.type) or pa.types.is_floating(n.type) for n in schema}
+                while len(self._schemas) >= SCHEMA_CACHE:
+                    self._schemas.pop(next(iter(self._schemas)))
+                self._schemas[f] = cols
+            out.update(cols)
+        return out
+
+    def _describe(self, files: list[str]) -> dict[str, bool]:
+        cur = self._cursor()
+        try:
+            rows = cur.execute(f"DESCRIBE SELECT * FROM read_parquet({_list(files)}, hive_partitioning = true,"
+                               f" union_by_name = true)").fetchall()
+        except self._duckdb.Error as exc:
+            raise SourceUnavailable(f"lake: cannot read: {exc}") from None
+        finally:
+            cur.close()
+        return {r[0]: bool(_NUMERIC.match(r[1])) for r in rows}
+
+    def series(self, vehicle: str, signals: list[str], t0: int, t1: int, step: int | None = None) -> dict[str, Any]:
+        """``{"step": s, "from": t0, "to": t1, "t": [...], "signals": {name: {"min": [...], "max": [...],
+        "mean": [...], "count": [...]}}}``; bucket starts are Unix seconds."""
+        if not signals:
+            raise BadRequest("signals: give one or more signal names, comma-separated")
+        if len(signals) > MAX_SIGNALS:
+            raise BadRequest(f"signals: at most {MAX_SIGNALS} at once")
+        if not t1 > t0:
+            raise BadRequest("to must be after from")
+        if t1 - t0 > MAX_RANGE_S:
+            raise BadRequest("from..to spans more than 366 days")
+        width = choose_step(t0, t1, step, self.max_points)
+        out: dict[str, Any] = {"vehicle": vehicle, "from": t0, "to": t1, "step": width, "t": [],
+                               "signals": {s: {"min": [], "max": [], "mean": [], "count": []} for s in signals}}
+        files = self.files(vehicle, t0, t1)
+        if not files:
+            return out
+        cols = self.columns(files)
+        for s in signals:
+            if s in _RESERVED or s not in cols:
+                raise BadRequest(f"signals: {s!r} is not a signal of this vehicle's data in that range")
+            if not cols[s]:
+                raise BadRequest(f"signals: {s!r} is not numeric")
+        aggs = ", ".join(f'min("{s}"), max("{s}"), avg(CAST("{s}" AS DOUBLE)), count("{s}")' for s in signals)
+        sql = (f"SELECT (CAST(epoch(ts) AS BIGINT) - {t0}) // {width} AS b, {aggs}"
+               f" FROM read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true)"
+               f" WHERE vehicle = ? AND ts >= to_timestamp({t0}) AND ts < to_timestamp({t1}) GROUP BY b ORDER BY b")
+        rows = self._run(sql, [vehicle])
+        for b, *vals in rows:
+            out["t"].append(t0 + int(b) * width)
+            for i, s in enumerate(signals):
+                mn, mx, mean, n = vals[4 * i:4 * i + 4]
+                d = out["signals"][s]
+                d["min"].append(_num(mn))
+                d["max"].append(_num(mx))
+                d["mean"].append(None if mean is None or mean != mean else round(mean, 6))
+                d["count"].append(n)
+        return out
+
+    def route(self, vehicle: str, t0: int, t1: int, lat: str = "Latitude", lon: str = "Longitude"
+              ) -> list[tuple[int, float, float]]:
+        """The vehicle's positions over [t0, t1], at most ``max_points`` (the first fix of each bucket)."""
+        files = self.files(vehicle, t0, t1 + 1)
+        if not files:
+            return []
+        cols = self.columns(files)
+        if lat not in cols or lon not in cols:
+            return []
+        width = choose_step(t0, t1 + 1, None, self.max_points)
+        sql = (f"SELECT min(CAST(epoch(ts) AS BIGINT)), arg_min(\"{lat}\", ts), arg_min(\"{lon}\", ts)"
+               f" FROM read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true)"
+               f" WHERE vehicle = ? AND ts >= to_timestamp({t0}) AND ts <= to_timestamp({t1})"
+               f" AND \"{lat}\" IS NOT NULL AND \"{lon}\" IS NOT NULL"
+               f" GROUP BY (CAST(epoch(ts) AS BIGINT) - {t0}) // {width} ORDER BY 1")
+        return [(int(t), float(a), float(b)) for t, a, b in self._run(sql, [vehicle])]
+
+    def _run(self, sql: str, params: list[Any]) -> list[tuple]:
+        cur = self._cursor()
+        try:
+            return cur.execute(sql, params).fetchall()
+        except self._duckdb.Error as exc:
+            raise SourceUnavailable(f"lake: query failed: {exc}") from None
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _list(files: list[str]) -> str:
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+
+
+def _num(v: Any) -> Any:
+    if isinstance(v, float) and v != v:
+        return None
+    return v
