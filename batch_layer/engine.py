@@ -24,7 +24,7 @@ def _arrow(relation) -> pa.Table:
     return fetch()
 
 # stages read by several later ones: computed once per run
-MATERIALISE = frozenset({"sec", "seg", "trip_raw", "ev_raw", "trips"})
+MATERIALISE = frozenset({"feat", "spans", "ev_rows", "trip_raw", "ev_raw", "trips"})
 EMPTY_LAKE = pa.schema([("vehicle", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("model", pa.string())])
 
 

@@ -7,7 +7,9 @@ per date: ``trips``, ``harsh_events``, ``vehicle_day`` and ``driver_day``; :func
 aggregates ``driver_day`` into scores per day, month or year and :func:`score_columns` is the
 score formula both use. Pure functions: text in, text out; parameters are validated numbers.
 
-Per vehicle-second (after dedupe) the rows are ordered by time with window functions:
+Per vehicle-second (after dedupe) one window pass orders each vehicle's rows by time and gives each
+row its neighbours' values (the only pass over every row); runs of consecutive active seconds are
+then merged into trips on the small table of run starts and ends, and rows join their trip's span:
 
 * **active**: ignition On/Start or engine cranking/running where the row has IgnitionState or
   EngineState (ignition-driven), else speed >= ``motion_speed_kmh`` (motion-driven);
@@ -118,36 +120,50 @@ def pipeline(config: BatchConfig, columns: Iterable[str], days: Iterable[int] | 
     active = (f"CASE WHEN ignition IS NOT NULL OR engine IS NOT NULL"
               f" THEN coalesce(ignition, 0) >= 2 OR coalesce(engine, 0) >= 1"
               f" ELSE coalesce(speed, 0) >= {_num(tp.motion_speed_kmh)} END")
+    # the one pass over every row (one sort): neighbours' values and what they imply
     stages.append(("feat", f"""
-SELECT *, t - lag(t) OVER w AS dt, lag(speed) OVER w AS prev_speed, lag(heading) OVER w AS prev_heading,
-       lag(lat) OVER w AS prev_lat, lag(lon) OVER w AS prev_lon,
-       {active} AS active,
-       CASE WHEN ignition IS NOT NULL OR engine IS NOT NULL THEN 1 ELSE 0 END AS ign_mode
-FROM sec WINDOW w AS (PARTITION BY vehicle ORDER BY t)"""))
-    stages.append(("gaps", f"""
-SELECT *, sum(CASE WHEN dt > {gap} THEN 1 ELSE 0 END)
-            OVER (PARTITION BY vehicle ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS gap_no,
+SELECT vehicle, t, model, speed, odo, lat, lon, fuel_rate, fuel_vol, ign_mode, active, dt,
        CASE WHEN dt = 1 THEN (speed - prev_speed) / 3.6 END AS long_acc,
        CASE WHEN dt = 1 THEN (speed + prev_speed) / 7.2 * radians(CASE
             WHEN heading - prev_heading > 180 THEN heading - prev_heading - 360
             WHEN heading - prev_heading < -180 THEN heading - prev_heading + 360
             ELSE heading - prev_heading END) END AS lat_acc,
-       CASE WHEN dt <= {gap} THEN {_haversine('prev_lat', 'prev_lon', 'lat', 'lon')} END AS seg_m
-FROM feat"""))
-    stages.append(("prev", """
-SELECT *, max(CASE WHEN active THEN t END) OVER wp AS prev_active_t,
-       max(CASE WHEN active THEN gap_no END) OVER wp AS prev_active_gap
-FROM gaps WINDOW wp AS (PARTITION BY vehicle ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"""))
-    stages.append(("starts", f"""
-SELECT *, sum(is_start) OVER (PARTITION BY vehicle ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-          AS trip_seq
-FROM (SELECT *, CASE WHEN active AND (prev_active_t IS NULL OR t - prev_active_t > {stop}
-                                      OR gap_no > prev_active_gap) THEN 1 ELSE 0 END AS is_start
-      FROM prev) AS p"""))
+       prev_speed,
+       CASE WHEN dt <= {gap} THEN {_haversine('prev_lat', 'prev_lon', 'lat', 'lon')} END AS seg_m,
+       active AND (NOT coalesce(prev_active, FALSE) OR dt > {gap}) AS run_start,
+       active AND (NOT coalesce(next_active, FALSE) OR next_t - t > {gap}) AS run_end
+FROM (SELECT *, t - lag(t) OVER w AS dt, lead(t) OVER w AS next_t,
+             lag(speed) OVER w AS prev_speed, lag(heading) OVER w AS prev_heading,
+             lag(lat) OVER w AS prev_lat, lag(lon) OVER w AS prev_lon,
+             lag(active) OVER w AS prev_active, lead(active) OVER w AS next_active
+      FROM (SELECT *, {active} AS active,
+                   CASE WHEN ignition IS NOT NULL OR engine IS NOT NULL THEN 1 ELSE 0 END AS ign_mode
+            FROM sec) AS a
+      WINDOW w AS (PARTITION BY vehicle ORDER BY t)) AS f"""))
+    # runs of consecutive active seconds (few rows), merged into trips across short stops
+    stages.append(("marks", f"SELECT vehicle, t, run_start, run_end, dt > {gap} AS is_gap FROM feat"
+                            f" WHERE run_start OR run_end OR dt > {gap}"))
+    stages.append(("runs", """
+SELECT s.vehicle, s.rs, e.re, lag(e.re) OVER (PARTITION BY s.vehicle ORDER BY s.rs) AS prev_re
+FROM (SELECT vehicle, t AS rs, row_number() OVER (PARTITION BY vehicle ORDER BY t) AS k FROM marks WHERE run_start) AS s
+JOIN (SELECT vehicle, t AS re, row_number() OVER (PARTITION BY vehicle ORDER BY t) AS k FROM marks WHERE run_end) AS e
+  ON e.vehicle = s.vehicle AND e.k = s.k"""))
+    stages.append(("spans", f"""
+SELECT vehicle, trip_seq, min(rs) AS start_t, max(re) AS end_t
+FROM (SELECT vehicle, rs, re, sum(new_trip) OVER (PARTITION BY vehicle ORDER BY rs
+                                              ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS trip_seq
+      FROM (SELECT r.vehicle, r.rs, r.re,
+                   CASE WHEN r.prev_re IS NULL OR r.rs - r.prev_re > {stop} OR count(g.t) > 0 THEN 1 ELSE 0 END
+                     AS new_trip
+            FROM runs AS r
+            LEFT JOIN (SELECT vehicle, t FROM marks WHERE is_gap) AS g
+              ON g.vehicle = r.vehicle AND g.t > r.prev_re AND g.t <= r.rs
+            GROUP BY r.vehicle, r.rs, r.re, r.prev_re) AS n) AS q
+GROUP BY vehicle, trip_seq"""))
+    # every row of a trip, short stops included
     stages.append(("seg", """
-SELECT * FROM (
-  SELECT *, max(CASE WHEN active THEN t END) OVER (PARTITION BY vehicle, trip_seq) AS trip_last_t FROM starts
-) AS s WHERE trip_seq > 0 AND t <= trip_last_t"""))
+SELECT f.*, s.trip_seq, s.start_t AS trip_start_t
+FROM feat AS f JOIN spans AS s ON s.vehicle = f.vehicle AND f.t >= s.start_t AND f.t <= s.end_t"""))
     stages.append(("trip_raw", f"""
 SELECT vehicle, trip_seq, min(model) AS model, min(t) AS start_t, max(t) AS end_t,
        arg_min(lat, t) FILTER (WHERE lat IS NOT NULL) AS start_lat,
@@ -155,7 +171,7 @@ SELECT vehicle, trip_seq, min(model) AS model, min(t) AS start_t, max(t) AS end_
        arg_max(lat, t) FILTER (WHERE lat IS NOT NULL) AS end_lat,
        arg_max(lon, t) FILTER (WHERE lon IS NOT NULL) AS end_lon,
        max(odo) - min(odo) AS odo_km,
-       sum(CASE WHEN is_start = 0 THEN seg_m END) / 1000.0 AS gnss_km,
+       sum(CASE WHEN t > trip_start_t THEN seg_m END) / 1000.0 AS gnss_km,
        count(*) FILTER (WHERE coalesce(speed, 0) < {_num(tp.idle_speed_kmh)}) AS idle_s,
        avg(speed) AS avg_speed_kmh, max(speed) AS max_speed_kmh,
        sum(fuel_rate) / 3600.0 AS fuel_from_rate_l,
@@ -171,16 +187,21 @@ SELECT *, vehicle || '-' || CAST(start_t AS VARCHAR) AS trip_id, end_t - start_t
 FROM trip_raw
 WHERE end_t - start_t >= {tp.min_trip_duration_s}
   AND coalesce(odo_km, gnss_km, 0.0) * 1000.0 >= {_num(tp.min_trip_distance_m)} AND {day_filter}"""))
-    sev = []
-    union = []
+    sev: list[str] = []
+    union: list[str] = []
+    cand: list[str] = []
     for kind, expr, gate in (("harsh_brake", "-long_acc", f"greatest(speed, prev_speed) >= {_num(hp.gate_kmh)}"),
                              ("rapid_accel", "long_acc", f"greatest(speed, prev_speed) >= {_num(hp.gate_kmh)}"),
                              ("sharp_turn", "abs(lat_acc)", f"(speed + prev_speed) / 2 >= {_num(hp.gate_kmh)}")):
         light, moderate, severe = hp.thresholds(kind)
-        union.append(f"SELECT vehicle, trip_seq, t, lat, lon, speed, '{kind}' AS kind, {expr} AS mag FROM seg"
+        union.append(f"SELECT vehicle, trip_seq, t, lat, lon, speed, '{kind}' AS kind, {expr} AS mag FROM ev_rows"
                      f" WHERE {expr} >= {_num(light)} AND {gate}")
+        cand.append(f"{expr} >= {_num(light)}")
         sev.append(f"WHEN kind = '{kind}' AND peak >= {_num(severe)} THEN 'severe'"
                    f" WHEN kind = '{kind}' AND peak >= {_num(moderate)} THEN 'moderate'")
+    # candidate seconds first (few), then the trips they fall in
+    stages.append(("ev_rows", "SELECT f.*, s.trip_seq FROM (SELECT * FROM feat WHERE " + " OR ".join(cand) + ") AS f"
+                   " JOIN spans AS s ON s.vehicle = f.vehicle AND f.t >= s.start_t AND f.t <= s.end_t"))
     stages.append(("ev_sec", " UNION ALL ".join(union)))
     stages.append(("ev_raw", f"""
 SELECT vehicle, trip_seq, kind, start_t AS t, duration_s, peak, lat, lon, speed_kmh,
