@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from minute_packet import MinutePacket, Schema
-from minute_packet.codec import PacketInfo, fill, fill_many
+from minute_packet.codec import PacketInfo
+from minute_packet.columns import fill, fill_many
 
 TS_TYPE = pa.timestamp("s", tz="UTC")
 _ARROW_TYPES = {"int64": pa.int64(), "uint64": pa.uint64(), "float64": pa.float64()}

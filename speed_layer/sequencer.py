@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from minute_packet import Schema, codec
+from minute_packet import Schema, codec, columns
 
 from .config import RulesConfig
 from .engine import VehicleRules
@@ -126,7 +126,7 @@ class Sequencer:
     def _apply(self, vehicle: str, state: dict[str, Any], order: Order, data: bytes, info: codec.PacketInfo,
                schema: Schema) -> None:
         before = json.dumps(state, sort_keys=True)
-        packet = codec.materialize(info)
+        packet = columns.materialize(info)
         changes = self._bound(vehicle, info.fingerprint, schema).apply(state, packet)
         # round-trip through JSON so the in-memory state is exactly what a checkpoint restores
         fresh = json.loads(json.dumps(state))

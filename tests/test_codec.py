@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from minute_packet import MinutePacket, PacketDecodeError, PacketEncodeError, decode, encode
-from minute_packet import codec
+from minute_packet import codec, columns
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 
@@ -63,16 +63,16 @@ def test_many_inspected_packets_decode_side_by_side_as_each_alone():
         infos.append(codec.validate(encode(p)))
         expected.append(p)
     rows = rng.permutation(ncol)
-    values, present = codec.fill_many(infos, rows)
+    values, present = columns.fill_many(infos, rows)
     for k, (info, p) in enumerate(zip(infos, expected)):
         one_v = np.empty((ncol, n), np.uint64)
         one_p = np.empty((ncol, n), bool)
-        codec.fill(info, one_v, one_p, rows)
+        columns.fill(info, one_v, one_p, rows)
         block = slice(k * n, (k + 1) * n)
         assert np.array_equal(present[:, block], one_p)
         assert np.array_equal(np.where(one_p, values[:, block], 0), np.where(one_p, one_v, 0))
         assert np.array_equal(values[rows][:, block][p.present], p.values[p.present])
-    assert codec.fill_many(infos[:1] + [codec.validate(encode(_packet(np.zeros((ncol, 7), np.uint64),
+    assert columns.fill_many(infos[:1] + [codec.validate(encode(_packet(np.zeros((ncol, 7), np.uint64),
                                                                       np.ones((ncol, 7), bool))))], rows) is None
 
 
