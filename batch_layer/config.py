@@ -12,10 +12,11 @@ import dataclasses
 import hashlib
 import json
 import math
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from dcm_base.config import load_toml
 
 from .errors import BatchConfigError
 
@@ -175,13 +176,7 @@ def load_config(path: Path | None) -> BatchConfig:
     """Read a batch-layer TOML file; ``None`` gives the defaults."""
     if path is None:
         return BatchConfig()
-    try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise BatchConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BatchConfigError(f"{path}: not valid TOML: {exc}") from None
+    doc = load_toml(path, BatchConfigError)
     try:
         return config_from_dict(doc)
     except BatchConfigError as exc:

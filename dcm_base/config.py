@@ -44,17 +44,22 @@ def where(path: Path | None) -> str:
     return str(path) if path is not None else "command line"
 
 
+def load_toml(path: str | Path, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """The TOML document of a file as parsed; a missing or unreadable file or bad TOML raises
+    ``error`` (a :class:`ConfigError`) naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+
+
 def read_toml(path: Path, tables: Collection[str] = ()) -> dict[str, Any]:
     """The file's keys flattened to dotted names; ``tables`` are kept whole (maps the user fills
     with names of their own, such as ``collect.aggregates``)."""
-    try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return _flatten(doc, "", set(tables))
+    return _flatten(load_toml(path), "", set(tables))
 
 
 def _flatten(table: Mapping[str, Any], prefix: str, keep: set[str]) -> dict[str, Any]:

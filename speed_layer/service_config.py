@@ -30,11 +30,11 @@ Example ``rules-service.toml`` (paths relative to the file's folder)::
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from dcm_base.broker_url import BrokerUrl, BrokerUrlError
+from dcm_base.config import load_toml
 from minute_packet import TopicError
 from minute_packet.topics import check_prefix
 
@@ -101,12 +101,7 @@ def load_service_config(path: str | Path | None, overrides: Mapping[str, Any] | 
     doc: dict[str, Any] = {}
     base = Path(path).parent if path else Path.cwd()
     if path:
-        try:
-            doc = tomllib.loads(Path(path).read_text())
-        except OSError as exc:
-            raise RulesConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise RulesConfigError(f"{where}: not valid TOML: {exc}") from None
+        doc = load_toml(path, RulesConfigError)
     doc.update({k: v for k, v in (overrides or {}).items() if v is not None})
     unknown = set(doc) - _KEYS
     if unknown:
