@@ -110,3 +110,33 @@ BA_ "GenMsgCycleTime" BO_ 768 100;
 VAL_ 256 Mode 0 "Off" 1 "Eco" 2 "Normal" 3 "Sport" ;
 SIG_VALTYPE_ 768 Ratio : 1;
 '''
+
+
+# Non-strict DBC quirks seen in opendbc: two messages of one name (luxgen, volvo), a signal name
+# repeated in its message (honda) and signal names differing only in case (hyundai).
+QUIRKY_DBC = '''VERSION ""
+NS_ :
+BS_:
+BU_: ECU
+BO_ 256 undefined: 8 ECU
+ SG_ A : 0|8@1+ (1,0) [0|255] "" ECU
+ SG_ Mode : 8|8@1+ (1,0) [0|255] "" ECU
+ SG_ MODE : 16|8@1+ (1,0) [0|255] "" ECU
+BO_ 257 undefined: 8 ECU
+ SG_ B : 0|16@1+ (0.5,0) [0|1000] "" ECU
+ SG_ SET_ME : 16|4@1+ (1,0) [0|15] "" ECU
+ SG_ SET_ME : 24|7@1+ (1,0) [0|127] "" ECU
+BA_DEF_ BO_ "GenMsgCycleTime" INT 0 10000;
+BA_DEF_DEF_ "GenMsgCycleTime" 100;
+'''
+
+
+def test_non_strict_dbc_quirks_end_to_end(tmp_path, broker):
+    path = tmp_path / "quirky.dbc"
+    path.write_text(QUIRKY_DBC)
+    result = run_demo(DemoSettings(vehicles=1, duration_s=65, dbc_path=path, broker=str(broker), seed=4,
+                                   workdir=tmp_path / "w", start_time=T0))
+    _check(result, 1, 65)
+    names = {d[0] for d in duckdb.connect().execute(
+        f"DESCRIBE SELECT * FROM read_parquet('{tmp_path}/w/lake/**/*.parquet', hive_partitioning = true)").fetchall()}
+    assert {"A", "B", "undefined.Mode@100", "undefined.MODE@100#2", "SET_ME"} <= names
