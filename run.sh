@@ -39,7 +39,14 @@ fi
 cmd=${1:-demo}; shift || true
 case "$cmd" in
   setup) ;;
-  demo) exec "$VENV/bin/dcm" demo "$@" ;;
+  demo)  # for a person: the demo, then the dashboard on its data (--json or --no-serve: just the summary)
+    serve=(--serve)
+    args=()
+    for a in "$@"; do
+      case "$a" in --json|--serve|--serve=*) serve=() ;; esac
+      [ "$a" = --no-serve ] && serve=() || args+=("$a")
+    done
+    exec "$VENV/bin/dcm" demo ${serve[@]+"${serve[@]}"} ${args[@]+"${args[@]}"} ;;
   test) exec "$VENV/bin/python" -m pytest "$@" ;;
   *) echo "usage: ./run.sh demo|test|setup [args]" >&2; exit 2 ;;
 esac

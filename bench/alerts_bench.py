@@ -37,9 +37,10 @@ import paho.mqtt.client as mqtt
 
 import dbc
 from dcm.broker import private_mosquitto
+from dcm.demo_fleet import fleet_rules
 from minute_packet import Topics, encode
 from simulator.fleet_generator import FleetGenerator
-from simulator.fleet_spec import SCENARIO_WINDOWS, SPEED_LIMIT_KMH, FleetSpec
+from simulator.fleet_spec import SCENARIO_WINDOWS, FleetSpec
 from speed_layer.config import rules_from_mapping
 from speed_layer.service import RulesService
 from speed_layer.service_config import Broker, ServiceConfig
@@ -71,25 +72,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--faults", action="store_true", help="publish 5 %% duplicates and swap neighbouring packets")
     p.add_argument("--edge-events", type=int, default=120, help="crash frames for the edge latency (0: skip)")
     p.add_argument("--edge-period", type=float, default=0.1, help="seconds between crash frames")
-
-
-def _rules(spec: FleetSpec, events: dict[int, dict[str, Any]], plans: list) -> dict[str, Any]:
-    fences: dict[str, Any] = {}
-    rules: dict[str, Any] = {
-        "speeding": {"limit_kmh": SPEED_LIMIT_KMH},
-        # fleet time is short: buckets of a minute stand in for days (the scenario's decline is fast)
-        "battery_decline": {"bucket_s": 60, "rest_s": 60, "min_buckets": 3, "window": 5, "min_samples": 30,
-                            "slope_v": round(spec.battery_decline_v_per_day * 60 / 86400 / 2, 5)},
-        "geofence": {"enabled": False},  # the fences below are each for one vehicle
-    }
-    for index, event in events.items():
-        if event["kind"] == "geofence_exit":
-            vid = plans[index].vehicle_id
-            g = event["geofence"]
-            fences[f"f{index}"] = {"circle": {"lat": g["lat"], "lon": g["lon"], "radius_m": g["radius_m"]}}
-            rules[f"fence_{index}"] = {"type": "geofence", "fences": [f"f{index}"], "vehicles": [vid],
-                                       "events": ["exit"]}
-    return {"builtins": True, "geofences": fences, "rules": rules}
 
 
 def _publish(broker: Broker, items: list[tuple[str, bytes, bool]], sent_at: dict[int, float]) -> None:
@@ -190,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     packets = [p for window in gen for p in window.packets]
     events = gen.events()
     gen_s = time.perf_counter() - t_gen
-    rules_doc = _rules(spec, events, gen.plans)
+    rules_doc = fleet_rules(spec, events, gen.plans)
     rules = rules_from_mapping(rules_doc, "<bench>")
     topics = Topics("bench")
     items: list[tuple[str, bytes, bool]] = [(topics.schema(s.fingerprint), s.to_json(), True)

@@ -31,6 +31,9 @@ secret_file = "key.bin"
 [sources]
 lake = "../lake"
 sink_state = ["../sink/state.sqlite"]
+alerts = ["../rules/rules-0.sqlite"]
+rules = "../rules/rules.toml"
+operational = "csv:../ops"
 views_refresh_s = 60
 """)
     config = load_config(api / "api.toml")
@@ -45,8 +48,12 @@ views_refresh_s = 60
 def serve_demo(work: Path, listen: str) -> int:
     from fleet_api.app import make_app, serve
 
+    from fleet_api.keys import VIEWS
+
     config, token = demo_api(work, listen)
     app = make_app(config)
+    print("  computing the batch views (trips, scores) for the dashboard", file=sys.stderr, flush=True)
+    app[VIEWS].refresh()  # before the URL is printed: the page's first load finds them ready
 
     def bound(url: str) -> None:
         print(f"\ndashboard  {url}/#token={token}\nread token {token}\n(API: {url}/api/v1/openapi.json;"
