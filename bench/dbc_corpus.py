@@ -69,7 +69,7 @@ def classify(code: int | None, demo: dict[str, Any] | None, stderr: str) -> str:
 def run_one(path: Path, *, duration: int, timeout: float) -> dict[str, Any]:
     """Run the demo on one DBC and return its result record."""
     cmd = [sys.executable, "-m", "dcm.cli", "demo", "--dbc", str(path.resolve()), "--vehicles", "1",
-           "--duration", str(duration), "--json"]
+           "--duration", str(duration), "--fleet", "0", "--json"]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
