@@ -30,11 +30,18 @@ class CarRig:
         self.gateway = Gateway(gateway_config, bus=self._buses[0])
         self._own_stop = stop is None
         self._stop = stop or threading.Event()
+        self.sender_error: BaseException | None = None  # what stopped the simulator's sender, if anything
         self._thread = threading.Thread(
-            target=send_frames, args=(self._buses[1], frames),
+            target=self._send, args=(self._buses[1], frames),
             kwargs={"realtime": realtime, "stop": self._stop, "on_frame": on_frame},
             name=f"can-sim-{gateway_config.vehicle_id}", daemon=True)
         self._task: asyncio.Task | None = None
+
+    def _send(self, bus: can.BusABC, frames: Iterable[can.Message], **kwargs) -> None:
+        try:
+            send_frames(bus, frames, **kwargs)
+        except Exception as exc:  # the simulator broke (a DBC it cannot encode): the caller reports it
+            self.sender_error = exc
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.gateway.run(), name=f"gateway-{self.gateway.config.vehicle_id}")
@@ -46,8 +53,8 @@ class CarRig:
 
     async def close(self, join_timeout: float = 5.0) -> BaseException | None:
         """Stop sending (unless the caller owns the stop event: then wait for the sender) and
-        stop the gateway; returns the gateway's exception, if it failed. The buses are shut
-        down whatever happens."""
+        stop the gateway; returns the gateway's exception if it failed, else the sender's
+        (:attr:`sender_error`). The buses are shut down whatever happens."""
         try:
             if self._own_stop:
                 self._stop.set()
@@ -58,7 +65,7 @@ class CarRig:
                     await self._task
                 except Exception as exc:  # reported to the caller, which decides
                     return exc
-            return None
+            return self.sender_error
         finally:
             for bus in self._buses:
                 bus.shutdown()

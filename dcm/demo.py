@@ -73,7 +73,7 @@ def _rules_done(path: Path) -> int:
         c = store.counters()
     finally:
         store.close()
-    return sum(c.get(k, 0) for k in ("applied", "duplicates", "replays", "too_late"))
+    return sum(c.get(k, 0) for k in ("applied", "duplicates", "replays", "too_late", "waiting_for_schema"))
 
 
 def _trip_count(lake: Path, ops_source: str) -> int:
@@ -153,10 +153,13 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
         await asyncio.sleep(0.5)
         sent = sum(r.frames for r in recorders)
         say(f"simulating: {sent:,} frames sent, {sum(g.source.stats.frames for g in gateways):,} read")
-    errors = [e for e in await asyncio.gather(*(r.close() for r in rigs)) if e is not None]
+    closed = await asyncio.gather(*(r.close() for r in rigs))
+    errors = [(r, e) for r, e in zip(rigs, closed) if e is not None]
     if errors:
         await stop_services()
-        raise DemoError(f"a gateway failed: {errors[0]}")
+        rig, exc = errors[0]
+        part = "the simulator" if exc is rig.sender_error else "a gateway"
+        raise DemoError(f"{part} failed for {rig.gateway.config.vehicle_id}: {type(exc).__name__}: {exc}")
     published = sum(g.publisher.stats.published for g in gateways)
     say(f"gateways done: {published} packets published")
     if fleet is not None:

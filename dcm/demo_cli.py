@@ -60,6 +60,10 @@ dcm demo: {result['vehicles']} vehicles × {result['duration_s']} s of driving (
   bytes per vehicle-minute         {result['bytes_per_vehicle_minute']}{_value_layer(result)}
   elapsed                          {result['elapsed_s']} s  (broker {result['broker']})""")
     ok = result["mismatches"] == 0 and result["rows_written"] == result["vehicle_seconds"]
+    if result["vehicle_seconds"] == 0:  # nothing was compared: not a pass
+        print(f"dcm demo: nothing to check: {result['dbc']} gave no signal value in "
+              f"{result['frames_sent']} frames sent", file=sys.stderr)
+        ok = False
     if args.serve:
         from dcm.demo_serve import serve_demo
         serve_demo(workdir, args.serve)

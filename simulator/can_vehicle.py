@@ -83,7 +83,8 @@ def _manual_encode(msg: cantools.database.can.Message, data: dict[str, float], s
             fmt = (">f", ">I") if sig.length == 32 else (">d", ">Q")
             raw = struct.unpack(fmt[1], struct.pack(fmt[0], float(value)))[0]
         else:
-            raw = round((value - sig.offset) / sig.scale) if scaling else int(value)
+            # a scale of 0 makes every raw value mean the offset: send 0
+            raw = (round((value - sig.offset) / sig.scale) if sig.scale else 0) if scaling else int(value)
         raw &= (1 << sig.length) - 1
         if sig.byte_order == "little_endian":
             positions = [(sig.start + i) // 8 * 8 + (sig.start + i) % 8 for i in range(sig.length)]
@@ -102,7 +103,7 @@ def _encode(msg: cantools.database.can.Message, data: dict[str, float], scaling:
     """Payload of ``msg`` as a big-endian integer, encoded by cantools where it can."""
     try:
         return int.from_bytes(msg.encode(data, scaling=scaling, strict=False), "big")
-    except (OverflowError, ValueError, KeyError, cantools.database.EncodeError):
+    except (OverflowError, ValueError, KeyError, ZeroDivisionError, cantools.database.EncodeError):
         return _manual_encode(msg, data, scaling)
 
 

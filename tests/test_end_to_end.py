@@ -113,7 +113,8 @@ SIG_VALTYPE_ 768 Ratio : 1;
 
 
 # Non-strict DBC quirks seen in opendbc: two messages of one name (luxgen, volvo), a signal name
-# repeated in its message (honda) and signal names differing only in case (hyundai).
+# repeated in its message (honda) and signal names differing only in case (hyundai); a scale of 0
+# (every raw value means the offset), which once stopped the simulator's sender.
 QUIRKY_DBC = '''VERSION ""
 NS_ :
 BS_:
@@ -122,6 +123,7 @@ BO_ 256 undefined: 8 ECU
  SG_ A : 0|8@1+ (1,0) [0|255] "" ECU
  SG_ Mode : 8|8@1+ (1,0) [0|255] "" ECU
  SG_ MODE : 16|8@1+ (1,0) [0|255] "" ECU
+ SG_ Const : 24|8@1+ (0,5) [0|0] "" ECU
 BO_ 257 undefined: 8 ECU
  SG_ B : 0|16@1+ (0.5,0) [0|1000] "" ECU
  SG_ SET_ME : 16|4@1+ (1,0) [0|15] "" ECU
@@ -139,4 +141,6 @@ def test_non_strict_dbc_quirks_end_to_end(tmp_path, broker):
     _check(result, 1, 65)
     names = {d[0] for d in duckdb.connect().execute(
         f"DESCRIBE SELECT * FROM read_parquet('{tmp_path}/w/lake/**/*.parquet', hive_partitioning = true)").fetchall()}
-    assert {"A", "B", "undefined.Mode@100", "undefined.MODE@100#2", "SET_ME"} <= names
+    assert {"A", "B", "undefined.Mode@100", "undefined.MODE@100#2", "SET_ME", "Const"} <= names
+    consts = duckdb.connect().execute(f"SELECT DISTINCT Const FROM read_parquet('{tmp_path}/w/lake/**/*.parquet')").fetchall()
+    assert consts == [(5,)]
