@@ -90,6 +90,8 @@ class FrameDecoder:
     def decode(plan: MessagePlan, data: bytes) -> dict[str, int | float]:
         """Raw values of the signals a frame carries, or :class:`FrameDecodeError`."""
         try:
-            return plan.message.decode(data, decode_choices=False, scaling=False)
+            # a frame shorter than the DBC says still gives the signals that fit in it (cantools'
+            # allow_truncated); longer frames are decoded too (allow_excess, its default)
+            return plan.message.decode(data, decode_choices=False, scaling=False, allow_truncated=True)
         except Exception as exc:  # cantools raises DecodeError, KeyError (mux), struct errors...
             raise FrameDecodeError(f"frame 0x{plan.message.frame_id:x} ({plan.message.name}): {exc}") from None

@@ -155,7 +155,7 @@ class TriggerEngine:
             return out
         message, wanted = watched
         try:
-            decoded = message.decode(data, decode_choices=False, scaling=True)
+            decoded = message.decode(data, decode_choices=False, scaling=True, allow_truncated=True)
         except Exception:  # cantools raises many types for a frame that does not fit its message
             self.stats.decode_errors += 1
             return out

@@ -109,8 +109,8 @@ def test_multiplexed_message_keeps_each_branch(db):
 
 def test_bad_frames_are_counted_not_fatal(db):
     s, _ = _sampler(db)
-    key, data = _frame(db, "TPMS")
-    s.add(T0 + 0.1, key, b"\xff")  # too short for a mux message decoded at once
+    key, data = _frame(db, "DTC_STATUS")
+    s.add(T0 + 0.1, key, b"\x06" + data[1:])  # multiplexer id 6: no branch of the DBC
     s.add(T0 + 0.2, 0x7FF, b"\x00" * 8)  # not in the DBC
     s.add(T0 + 0.3, *_frame(db, "VEHICLE_SPEED", VehicleSpeed=5))
     s.add(T0 + 1.3, *_frame(db, "VEHICLE_SPEED", VehicleSpeed=6))
@@ -119,6 +119,16 @@ def test_bad_frames_are_counted_not_fatal(db):
     assert s.stats.frames_malformed == 1
     assert s.stats.frames_ignored == 1
     assert s.stats.frames_late == 1
+
+
+def test_a_frame_shorter_than_its_message_gives_the_signals_that_fit(db):
+    s, schema = _sampler(db)
+    key, data = _frame(db, "VEHICLE_SPEED", VehicleSpeed=50, VehicleSpeedValid=1, VehicleSpeedChecksum=7)
+    s.add(T0 + 0.1, key, data[:2])  # bytes 0-1: VehicleSpeed (bits 0-15) only
+    (p,) = s.flush()
+    assert s.stats.frames_malformed == 0
+    assert _value(p, schema, "VehicleSpeed", 0) == 50
+    assert _value(p, schema, "VehicleSpeedValid", 0) is None and _value(p, schema, "VehicleSpeedChecksum", 0) is None
 
 
 def test_last_only_ids_are_decoded_once_per_second(db):
