@@ -18,6 +18,7 @@ import can
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from dbc.frames import decode_frame
 from minute_packet import Schema
 
 
@@ -38,7 +39,7 @@ class FrameRecorder:
         mux = None
         if message.is_multiplexed():
             try:
-                decoded = message.decode(bytes(msg.data), decode_choices=False, scaling=False, allow_truncated=True)
+                decoded = decode_frame(message, bytes(msg.data), scaling=False)
             except Exception:
                 return
             mux = tuple(sorted(decoded))  # the set of signals this frame carries identifies its mux branch
@@ -59,7 +60,7 @@ class FrameRecorder:
         for (sec, fid, ext, _mux), data in self._frames.items():
             message = self._by_id[(fid, ext)]
             try:
-                decoded = message.decode(data, decode_choices=False, scaling=True, allow_truncated=True)
+                decoded = decode_frame(message, data, scaling=True)
             except Exception:  # the gateway cannot decode it either: nothing is expected
                 continue
             row = out.setdefault(sec, {})

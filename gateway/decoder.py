@@ -11,6 +11,7 @@ import struct
 from typing import Any
 
 from dcm_base.errors import InputError
+from dbc.frames import decode_frame
 from minute_packet.schema import Schema
 
 EXTENDED_FLAG = 0x8000_0000
@@ -90,8 +91,8 @@ class FrameDecoder:
     def decode(plan: MessagePlan, data: bytes) -> dict[str, int | float]:
         """Raw values of the signals a frame carries, or :class:`FrameDecodeError`."""
         try:
-            # a frame shorter than the DBC says still gives the signals that fit in it (cantools'
-            # allow_truncated); longer frames are decoded too (allow_excess, its default)
-            return plan.message.decode(data, decode_choices=False, scaling=False, allow_truncated=True)
+            # a frame shorter than the DBC says still gives the signals that fit in it; a message
+            # cantools' codec cannot decode as a whole is decoded signal by signal (dbc.frames)
+            return decode_frame(plan.message, data, scaling=False)
         except Exception as exc:  # cantools raises DecodeError, KeyError (mux), struct errors...
             raise FrameDecodeError(f"frame 0x{plan.message.frame_id:x} ({plan.message.name}): {exc}") from None

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dcm_base.errors import ConfigError
+from dbc.frames import decode_frame
 from minute_packet.condition import ConditionError, parse, signals
 from minute_packet.condition_eval import compile_condition
 from minute_packet.event_packet import MAX_WINDOW_MS, EventPacket
@@ -155,7 +156,7 @@ class TriggerEngine:
             return out
         message, wanted = watched
         try:
-            decoded = message.decode(data, decode_choices=False, scaling=True, allow_truncated=True)
+            decoded = decode_frame(message, data, scaling=True)
         except Exception:  # cantools raises many types for a frame that does not fit its message
             self.stats.decode_errors += 1
             return out
