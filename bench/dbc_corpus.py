@@ -12,8 +12,9 @@ paths already there); a JSON summary is printed at the end.
 
 Outcomes: ``ok`` (exit 0), ``mismatch`` (cells differ from cantools),
 ``rows_missing`` (no mismatch but fewer rows than vehicle-seconds),
-``quarantined`` (the sink quarantined packets), ``no_data`` (exit 0 but no
-vehicle-second was expected, so nothing was checked), ``input_error`` (exit 2),
+``quarantined`` (the sink quarantined packets), ``no_data`` (no vehicle-second
+was expected, so nothing was checked; the demo exits 1), ``frames_malformed`` (the
+cells compared are equal, but the gateway could not decode some frames), ``input_error`` (exit 2),
 ``crash:<Exception>`` (a traceback), ``timeout`` and ``no_json``.
 """
 from __future__ import annotations
@@ -58,6 +59,8 @@ def classify(code: int | None, demo: dict[str, Any] | None, stderr: str) -> str:
             return "rows_missing"
         if not demo.get("vehicle_seconds"):
             return "no_data"  # nothing was sent or decoded, so nothing was checked
+        if demo.get("frames_malformed"):
+            return "frames_malformed"  # equal where compared, but frames the gateway could not decode
         return "ok" if code == 0 else "no_json"
     if code == 2:
         return "input_error"
