@@ -23,7 +23,7 @@ from dcm_base.errors import ServiceError
 from cloud_sink.lake import mask_vehicle
 from cloud_sink.service import Sink, SinkConfig
 from gateway.service import GatewayConfig
-from minute_packet import schema_from_dbc
+from minute_packet import schema_from_dbc, signals_left_out
 from simulator.can_vehicle import CanVehicle
 from speed_layer.service import RulesService
 from speed_layer.service_config import ServiceConfig
@@ -198,6 +198,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
         "duration_s": settings.duration_s,
         "dbc": Path(settings.dbc_path).name,
         "signals": len(schema.columns),
+        "signals_left_out": signals_left_out(db),  # DBC signals with no column (longer than 64 bits ...)
         "frames_sent": sum(r.frames for r in recorders),
         "frames_read": sum(g.source.stats.frames for g in gateways),
         "frames_malformed": sum(g.sampler.stats.frames_malformed for g in gateways),

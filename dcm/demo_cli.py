@@ -24,7 +24,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return d
 
 
+def _left_out(result: dict) -> str:
+    n = len(result["signals_left_out"])
+    return f"; {n} DBC signals without a column: {', '.join(result['signals_left_out'][:3])}{' ...' if n > 3 else ''}" if n else ""
+
+
 def _value_layer(result: dict) -> str:
+    if not result["fleet_vehicles"]:
+        return ""
     found = result["scenarios_found"]
     missed = sorted(k.split("@")[0] for k, ok in found.items() if not ok)
     alerts = ", ".join(f"{k} {n}" for k, n in result["alerts"].items()) or "none"
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(f"""
-dcm demo: {result['vehicles']} vehicles × {result['duration_s']} s of driving ({result['dbc']}, {result['signals']} signals)
+dcm demo: {result['vehicles']} vehicles × {result['duration_s']} s of driving ({result['dbc']}, {result['signals']} signals{_left_out(result)})
   frames sent / read by gateways   {result['frames_sent']:,} / {result['frames_read']:,} (undecodable {result['frames_malformed']})
   minute packets published/stored  {result['packets_published']} / {result['packets_written']} (duplicates {result['duplicates']}, quarantined {result['quarantined']})
   rows in the Parquet lake         {result['rows_written']:,} of {result['vehicle_seconds']:,} vehicle-seconds

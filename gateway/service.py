@@ -25,7 +25,7 @@ import can
 
 import dbc as dbc_files
 from dcm_base.errors import ConfigError, ServiceError
-from minute_packet import encode, schema_from_dbc
+from minute_packet import encode, schema_from_dbc, signals_left_out
 from minute_packet.codec import MinutePacket
 from minute_packet.event_packet import EventPacket
 from minute_packet.event_packet import encode as encode_event
@@ -74,6 +74,11 @@ class Gateway:
         self.db = dbc_files.load(config.dbc_path)
         self.schema = schema_from_dbc(self.db, config.collection, source=Path(config.dbc_path).name,
                                       vss=load_vss(config))
+        left_out = signals_left_out(self.db)
+        if left_out:
+            log.warning("%s: %d signals have no column (a cell holds 64 bits; a repeated name reads as its"
+                        " last signal): %s", config.dbc_path, len(left_out), ", ".join(left_out[:10])
+                        + (" ..." if len(left_out) > 10 else ""))
         self.boot_id = uuid.uuid4().bytes
         self.sampler = Sampler(self.db, self.schema, vehicle_id=config.vehicle_id, model=config.model, boot_id=self.boot_id)
         self.outbox = Outbox(config.outbox_path, max_bytes=config.outbox_max_bytes)

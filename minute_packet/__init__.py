@@ -7,7 +7,7 @@ says which signal each column holds. The format is specified in
 from .codec import MinutePacket, decode, encode
 from .errors import PacketDecodeError, PacketEncodeError, PacketError, SchemaError, TopicError
 from .schema import Collection, Column, Schema
-from .schema_dbc import schema_from_dbc
+from .schema_dbc import schema_from_dbc, signals_left_out
 from .topics import Topic, Topics
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "decode",
     "encode",
     "schema_from_dbc",
+    "signals_left_out",
 ]

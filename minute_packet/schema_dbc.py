@@ -52,14 +52,30 @@ def _column_names(messages: list[Any], version: int) -> dict[int, str]:
     return out
 
 
+MAX_SIGNAL_BITS = 64  # a cell holds 64 bits: longer signals (CAN FD payload blobs) are not columns
+
+
 def _decodable(message: Any, version: int) -> list[Any]:
     """The message's signals a decoder keyed by signal name can read: in version 2, a signal whose
     name a later signal of the same message repeats (only a non-strict DBC allows it) is left
-    out, since cantools and every decoder that returns values by name see only the last one."""
+    out, since cantools and every decoder that returns values by name see only the last one; so
+    is a signal longer than 64 bits, which no cell can hold (:func:`signals_left_out` lists both)."""
     if version == 1:
         return list(message.signals)
     last = {s.name: i for i, s in enumerate(message.signals)}
-    return [s for i, s in enumerate(message.signals) if last[s.name] == i]
+    return [s for i, s in enumerate(message.signals) if last[s.name] == i and s.length <= MAX_SIGNAL_BITS]
+
+
+def signals_left_out(db: Any) -> list[str]:
+    """``Message.Signal (why)`` for every signal of the DBC that schema v2 has no column for."""
+    out = []
+    for m in sorted(db.messages, key=lambda m: (m.frame_id, m.name)):
+        kept = {id(s) for s in _decodable(m, SCHEMA_VERSION)}
+        for s in m.signals:
+            if id(s) not in kept:
+                why = f"{s.length} bits" if s.length > MAX_SIGNAL_BITS else "name repeated later in its message"
+                out.append(f"{m.name}.{s.name} ({why})")
+    return out
 
 
 def _kind(signal: Any) -> str:
