@@ -7,7 +7,7 @@ says which signal each column holds. The format is specified in
 from .codec import MinutePacket, decode, encode
 from .errors import PacketDecodeError, PacketEncodeError, PacketError, SchemaError, TopicError
 from .schema import Collection, Column, Schema
-from .schema_dbc import schema_from_dbc, signals_left_out
+from .schema_dbc import frame_messages, schema_from_dbc, signals_left_out
 from .topics import Topic, Topics
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Topics",
     "decode",
     "encode",
+    "frame_messages",
     "schema_from_dbc",
     "signals_left_out",
 ]

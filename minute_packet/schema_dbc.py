@@ -66,10 +66,24 @@ def _decodable(message: Any, version: int) -> list[Any]:
     return [s for i, s in enumerate(message.signals) if last[s.name] == i and s.length <= MAX_SIGNAL_BITS]
 
 
+def frame_messages(db: Any) -> list[Any]:
+    """One message per frame (id and format), the last the DBC defines, as cantools' and the
+    gateway's lookup by frame id find it; a non-strict DBC may define one frame twice, but the
+    bus carries one frame per id. Sorted by frame id, then name."""
+    last = {(m.frame_id, bool(m.is_extended_frame)): m for m in db.messages}
+    return sorted(last.values(), key=lambda m: (m.frame_id, m.name))
+
+
 def signals_left_out(db: Any) -> list[str]:
     """``Message.Signal (why)`` for every signal of the DBC that schema v2 has no column for."""
     out = []
+    kept_messages = {id(m) for m in frame_messages(db)}
+    by_frame = {(m.frame_id, bool(m.is_extended_frame)): m for m in db.messages}
     for m in sorted(db.messages, key=lambda m: (m.frame_id, m.name)):
+        if id(m) not in kept_messages:
+            other = by_frame[(m.frame_id, bool(m.is_extended_frame))].name
+            out += [f"{m.name}.{s.name} (its frame id is defined again by {other})" for s in m.signals]
+            continue
         kept = {id(s) for s in _decodable(m, SCHEMA_VERSION)}
         for s in m.signals:
             if id(s) not in kept:
@@ -111,7 +125,7 @@ def schema_from_dbc(db: Any, collection: Collection | None = None, *, source: st
     collection = collection or Collection()
     if version not in SCHEMA_VERSIONS:
         raise SchemaError(f"unsupported schema version {version!r}")
-    messages = sorted(db.messages, key=lambda m: (m.frame_id, m.name))
+    messages = sorted(db.messages, key=lambda m: (m.frame_id, m.name)) if version == 1 else frame_messages(db)
     names = _column_names(messages, version)
     columns: list[Column] = []
     for m in messages:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import can
 import cantools
 
+from minute_packet import frame_messages
+
 from simulator.generic_signals import GenericValues, SignalKind, classify
 from simulator.vehicle_model import VehicleModel
 
@@ -121,7 +123,8 @@ class CanVehicle:
         self.kinds: dict[str, SignalKind] = {}  # "<frame id>:<signal>" -> how it is driven
         self._plans: list[_Plan] = []
         self._heap: list[tuple[int, int]] = []
-        for msg in db.messages:
+        sent = {id(m) for m in frame_messages(db)}  # one frame per id, as the bus carries it
+        for msg in (m for m in db.messages if id(m) in sent):
             cycle = msg.cycle_time if msg.cycle_time else DEFAULT_CYCLE_MS
             period = max(1000, int(round(cycle * 1000)))
             plan = _Plan(msg, period, [self._variant(msg, v) for v in _expand(msg.signal_tree)])

@@ -116,7 +116,8 @@ SIG_VALTYPE_ 768 Ratio : 1;
 # repeated in its message (honda) and signal names differing only in case (hyundai); a scale of 0
 # (every raw value means the offset), which once stopped the simulator's sender; overlapping
 # signals (cantools' issue_63.dbc), whose message cantools cannot decode as a whole; a CAN FD
-# signal longer than 64 bits, which no cell can hold (left out, and said so).
+# signal longer than 64 bits, which no cell can hold (left out, and said so); one frame id defined
+# by two messages (canmatrix's test_CAN.dbc): the bus carries one frame, the last definition's.
 QUIRKY_DBC = '''VERSION ""
 NS_ :
 BS_:
@@ -137,6 +138,10 @@ BO_ 258 Overlap: 8 ECU
 BO_ 260 Fd: 64 ECU
  SG_ Small : 0|8@1+ (1,0) [0|255] "" ECU
  SG_ Blob : 8|128@1+ (1,0) [0|0] "" ECU
+BO_ 261 Twice: 8 ECU
+ SG_ First : 0|8@1+ (1,0) [0|255] "" ECU
+BO_ 261 TwiceAgain: 8 ECU
+ SG_ Second : 0|16@1+ (1,0) [0|65535] "" ECU
 BA_DEF_ BO_ "GenMsgCycleTime" INT 0 10000;
 BA_DEF_DEF_ "GenMsgCycleTime" 100;
 '''
@@ -149,11 +154,12 @@ def test_non_strict_dbc_quirks_end_to_end(tmp_path, broker):
                                    workdir=tmp_path / "w", start_time=T0))
     _check(result, 1, 65)
     assert result["frames_malformed"] == 0
-    assert result["signals_left_out"] == ["undefined.SET_ME (name repeated later in its message)", "Fd.Blob (128 bits)"]
+    assert result["signals_left_out"] == ["undefined.SET_ME (name repeated later in its message)", "Fd.Blob (128 bits)",
+                                          "Twice.First (its frame id is defined again by TwiceAgain)"]
     names = {d[0] for d in duckdb.connect().execute(
         f"DESCRIBE SELECT * FROM read_parquet('{tmp_path}/w/lake/**/*.parquet', hive_partitioning = true)").fetchall()}
-    assert {"A", "B", "undefined.Mode@100", "undefined.MODE@100#2", "SET_ME", "Const", "Good", "Low", "High", "Small"} <= names
-    assert "Blob" not in names
+    assert {"A", "B", "undefined.Mode@100", "undefined.MODE@100#2", "SET_ME", "Const", "Good", "Low", "High", "Small", "Second"} <= names
+    assert not {"Blob", "First"} & names
     consts = duckdb.connect().execute(f"SELECT DISTINCT Const FROM read_parquet('{tmp_path}/w/lake/**/*.parquet')").fetchall()
     assert consts == [(5,)]
     filled = duckdb.connect().execute(f"SELECT count(Good), count(Low), count(High) FROM "
