@@ -6,6 +6,8 @@ DBC order, the configured aggregates of each; names ``Signal``, else ``Message.S
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,7 +65,12 @@ def _decodable(message: Any, version: int) -> list[Any]:
     if version == 1:
         return list(message.signals)
     last = {s.name: i for i, s in enumerate(message.signals)}
-    return [s for i, s in enumerate(message.signals) if last[s.name] == i and s.length <= MAX_SIGNAL_BITS]
+    return [s for i, s in enumerate(message.signals)
+            if last[s.name] == i and s.length <= MAX_SIGNAL_BITS and _finite_scaling(s)]
+
+
+def _finite_scaling(signal: Any) -> bool:
+    return math.isfinite(signal.scale) and math.isfinite(signal.offset)
 
 
 def frame_messages(db: Any) -> list[Any]:
@@ -87,7 +94,8 @@ def signals_left_out(db: Any) -> list[str]:
         kept = {id(s) for s in _decodable(m, SCHEMA_VERSION)}
         for s in m.signals:
             if id(s) not in kept:
-                why = f"{s.length} bits" if s.length > MAX_SIGNAL_BITS else "name repeated later in its message"
+                why = (f"{s.length} bits" if s.length > MAX_SIGNAL_BITS else
+                       "scale or offset not finite" if not _finite_scaling(s) else "name repeated later in its message")
                 out.append(f"{m.name}.{s.name} ({why})")
     return out
 
@@ -108,7 +116,8 @@ def _range(signal: Any) -> tuple[float | None, float | None]:
     lo, hi = signal.minimum, signal.maximum
     if lo is not None and hi is not None and lo == hi == 0:
         return None, None
-    return lo, hi
+    # a bound beyond float range ("[0|1e400]", 2^1600 computed by a DBC generator) bounds nothing
+    return (lo if lo is None or math.isfinite(lo) else None), (hi if hi is None or math.isfinite(hi) else None)
 
 
 def schema_from_dbc(db: Any, collection: Collection | None = None, *, source: str = "",

@@ -10,6 +10,7 @@ cached payload bit by bit.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import random
@@ -70,6 +71,24 @@ def _expand(tree: list) -> list[list[tuple[str, int | None]]]:
     return variants
 
 
+def _positions(sig: cantools.database.can.Signal) -> list[int]:
+    """Payload bit (byte * 8 + bit in byte, LSB 0) of each bit of the raw value, least significant first."""
+    if sig.byte_order == "little_endian":
+        return [(sig.start + i) // 8 * 8 + (sig.start + i) % 8 for i in range(sig.length)]
+    p0 = (sig.start // 8) * 8 + (7 - sig.start % 8)
+    return [(p0 + sig.length - 1 - i) // 8 * 8 + 7 - (p0 + sig.length - 1 - i) % 8 for i in range(sig.length)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _selector_overlapped(msg: cantools.database.can.Message) -> bool:
+    """A multiplexer selector shares bits with another signal (cantools would OR them together)."""
+    selectors = [s for s in msg.signals if s.is_multiplexer]
+    if not selectors:
+        return False
+    taken = {p for s in selectors for p in _positions(s)}
+    return any(taken.intersection(_positions(s)) for s in msg.signals if not s.is_multiplexer)
+
+
 def _manual_encode(msg: cantools.database.can.Message, data: dict[str, float], scaling: bool) -> int:
     """Bit-by-bit encoder for messages cantools cannot encode (overlapping signals in sloppy DBCs).
 
@@ -77,7 +96,9 @@ def _manual_encode(msg: cantools.database.can.Message, data: dict[str, float], s
     """
     nbytes = msg.length
     out = 0
-    for sig in msg.signals:
+    # selectors last: where a sloppy DBC overlaps a selector with another signal, the selector's
+    # bits must win, or the frame would carry a multiplexer id of no branch
+    for sig in sorted(msg.signals, key=lambda s: bool(s.is_multiplexer)):
         if sig.name not in data:
             continue
         value = data[sig.name]
@@ -88,21 +109,18 @@ def _manual_encode(msg: cantools.database.can.Message, data: dict[str, float], s
             # a scale of 0 makes every raw value mean the offset: send 0
             raw = (round((value - sig.offset) / sig.scale) if sig.scale else 0) if scaling else int(value)
         raw &= (1 << sig.length) - 1
-        if sig.byte_order == "little_endian":
-            positions = [(sig.start + i) // 8 * 8 + (sig.start + i) % 8 for i in range(sig.length)]
-        else:
-            p0 = (sig.start // 8) * 8 + (7 - sig.start % 8)
-            positions = [(p0 + sig.length - 1 - i) // 8 * 8 + 7 - (p0 + sig.length - 1 - i) % 8
-                         for i in range(sig.length)]
-        for i, pos in enumerate(positions):
+        for i, pos in enumerate(_positions(sig)):  # a later signal's bits replace an earlier one's
             byte, bit = divmod(pos, 8)
-            if raw >> i & 1 and byte < nbytes:
-                out |= 1 << ((nbytes - 1 - byte) * 8 + bit)
+            if byte < nbytes:
+                mask = 1 << ((nbytes - 1 - byte) * 8 + bit)
+                out = out | mask if raw >> i & 1 else out & ~mask
     return out
 
 
 def _encode(msg: cantools.database.can.Message, data: dict[str, float], scaling: bool) -> int:
     """Payload of ``msg`` as a big-endian integer, encoded by cantools where it can."""
+    if _selector_overlapped(msg):
+        return _manual_encode(msg, data, scaling)  # its selector bits must win
     try:
         return int.from_bytes(msg.encode(data, scaling=scaling, strict=False), "big")
     except (OverflowError, ValueError, KeyError, ZeroDivisionError, cantools.database.EncodeError):

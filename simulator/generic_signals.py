@@ -8,6 +8,8 @@ every generic signal.
 """
 from __future__ import annotations
 
+import math
+
 import logging
 import random
 import re
@@ -47,6 +49,8 @@ class SignalKind:
         """``value`` rounded to the signal's resolution and clamped."""
         if self.is_float:
             return self.clamp(value)
+        if not (self.scale and math.isfinite(self.scale) and math.isfinite(self.offset)):
+            return self.offset  # a scale of 0 (or beyond float range): every raw value means the offset
         raw = round((value - self.offset) / self.scale)
         return self.clamp(raw * self.scale + self.offset)
 

@@ -117,7 +117,9 @@ SIG_VALTYPE_ 768 Ratio : 1;
 # (every raw value means the offset), which once stopped the simulator's sender; overlapping
 # signals (cantools' issue_63.dbc), whose message cantools cannot decode as a whole; a CAN FD
 # signal longer than 64 bits, which no cell can hold (left out, and said so); one frame id defined
-# by two messages (canmatrix's test_CAN.dbc): the bus carries one frame, the last definition's.
+# by two messages (canmatrix's test_CAN.dbc): the bus carries one frame, the last definition's; a
+# multiplexer selector overlapped by a branch's signal (canmatrix's test_test.kcd.dbc), which the
+# simulator once sent with selector values of no branch; bounds and scales beyond float range.
 QUIRKY_DBC = '''VERSION ""
 NS_ :
 BS_:
@@ -142,6 +144,14 @@ BO_ 261 Twice: 8 ECU
  SG_ First : 0|8@1+ (1,0) [0|255] "" ECU
 BO_ 261 TwiceAgain: 8 ECU
  SG_ Second : 0|16@1+ (1,0) [0|65535] "" ECU
+BO_ 262 MuxLap: 8 ECU
+ SG_ Sel M : 8|16@1+ (1,0) [0|9] "" ECU
+ SG_ Zero m0 : 24|16@1+ (1,0) [5|10] "" ECU
+ SG_ Node m5 : 16|8@1+ (1,0) [0|247] "" ECU
+ SG_ Mask m5 : 24|8@1+ (1,0) [0|255] "" ECU
+BO_ 263 Inf: 8 ECU
+ SG_ Wide : 0|32@1+ (1,0) [0|1e400] "" ECU
+ SG_ Huge : 32|8@1+ (1e400,0) [0|255] "" ECU
 BA_DEF_ BO_ "GenMsgCycleTime" INT 0 10000;
 BA_DEF_DEF_ "GenMsgCycleTime" 100;
 '''
@@ -155,10 +165,12 @@ def test_non_strict_dbc_quirks_end_to_end(tmp_path, broker):
     _check(result, 1, 65)
     assert result["frames_malformed"] == 0
     assert result["signals_left_out"] == ["undefined.SET_ME (name repeated later in its message)", "Fd.Blob (128 bits)",
-                                          "Twice.First (its frame id is defined again by TwiceAgain)"]
+                                          "Twice.First (its frame id is defined again by TwiceAgain)",
+                                          "Inf.Huge (scale or offset not finite)"]
     names = {d[0] for d in duckdb.connect().execute(
         f"DESCRIBE SELECT * FROM read_parquet('{tmp_path}/w/lake/**/*.parquet', hive_partitioning = true)").fetchall()}
-    assert {"A", "B", "undefined.Mode@100", "undefined.MODE@100#2", "SET_ME", "Const", "Good", "Low", "High", "Small", "Second"} <= names
+    assert {"A", "B", "undefined.Mode@100", "undefined.MODE@100#2", "SET_ME", "Const", "Good", "Low", "High", "Small", "Second", "Sel", "Zero", "Node",
+            "Mask", "Wide"} <= names
     assert not {"Blob", "First"} & names
     consts = duckdb.connect().execute(f"SELECT DISTINCT Const FROM read_parquet('{tmp_path}/w/lake/**/*.parquet')").fetchall()
     assert consts == [(5,)]
