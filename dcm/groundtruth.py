@@ -63,11 +63,10 @@ class FrameRecorder:
                 decoded = decode_frame(message, data, scaling=True)
             except Exception:  # the gateway cannot decode it either: nothing is expected
                 continue
-            row = out.setdefault(sec, {})
             for signal, value in decoded.items():
                 name = columns.get((fid, ext, signal))
-                if name is not None:
-                    row[name] = value
+                if name is not None:  # a second is expected only with a value (a lake row has one)
+                    out.setdefault(sec, {})[name] = value
         return out
 
 

@@ -161,5 +161,9 @@ def schema_from_dbc(db: Any, collection: Collection | None = None, *, source: st
                     vss=(vss or {}).get(f"{m.name}.{s.name}") or (vss or {}).get(s.name),
                 ))
     if not columns:
+        if not any(m.signals for m in db.messages):
+            raise SchemaError("the DBC defines no signal")
+        if collection == Collection():
+            raise SchemaError(f"no signal of the DBC can be a column: {', '.join(signals_left_out(db)[:5])}")
         raise SchemaError("the collection config selects no signal of the DBC")
     return Schema(columns=tuple(columns), collection=collection.to_json(), source=source, version=version)
