@@ -49,17 +49,18 @@ def _generate(spec, root: Path) -> tuple[list, dict[int, list[tuple[int, int, fl
     from cloud_sink.intake import Incoming
     from cloud_sink.service import Sink
     from dcm.broker import BrokerUrl
-    from minute_packet import encode
+    from minute_packet import Topics, encode
     from simulator.fleet_generator import FleetGenerator
     from simulator.fleet_physics import DRIVING
     from simulator.fleet_signals import fleet_signals
     from simulator.manifest import ManifestRecorder
 
     gen = FleetGenerator(spec)
+    topics = Topics()
     sink = Sink(SinkConfig(broker=BrokerUrl("127.0.0.1", 1), lake_root=str(root / "lake"), state_path=root / "sink.sqlite",
                            quarantine_dir=root / "quarantine", vehicle_secret=BENCH_SECRET, client_id="bench",
                            roll_interval_s=10**6, layout="bucket", buckets=4, max_batch_packets=50_000))
-    sink.ingest([Incoming(f"dcm/schemas/{s.fingerprint.hex()}", s.to_json(), 0, 1, True) for s in gen.schemas.values()])
+    sink.ingest([Incoming(topics.schema(s.fingerprint), s.to_json(), 0, 1) for s in gen.schemas.values()])
     trips: dict[int, list] = {p.index: [] for p in gen.plans}
     open_trip: dict[int, list] = {}
     last = spec.end_time - 1
@@ -87,7 +88,7 @@ def _generate(spec, root: Path) -> tuple[list, dict[int, list[tuple[int, int, fl
                 group.builder.set_row(row, values)
                 ph.scenarios.observe(now, values, now == last)
             packets = group.builder.packets(t0, [window] * len(group.plans))
-            sink.ingest([Incoming(f"dcm/{p.vehicle_id}/telemetry", encode(p), i, 1, False) for i, p in enumerate(packets)])
+            sink.ingest([Incoming(topics.telemetry(p.vehicle_id), encode(p), i, 1) for i, p in enumerate(packets)])
         if window % 30 == 29:
             sink.flush()
     sink.flush()

@@ -16,6 +16,8 @@ from dcm.cli import main as dcm_main
                               "packets_per_s_per_core_redecode"]),
     (["staging", "--keys", "1000", "--batch", "50", "--commits", "1"], ["commit_ms", "baseline_scanning_commit_ms"]),
     (["gateway", "--seconds", "0.5"], ["9k.us_per_frame", "9k.baseline_us_per_frame", "9k.frames_lost"]),
+    (["views", "--vehicles", "4", "--duration", "1800", "--no-spark"],
+     ["vehicle_seconds_per_s_per_core", "merged_equals_full", "trips_found_share"]),
 ])
 def test_bench_targets_run_and_print_their_figures(argv, keys, capsys):
     assert dcm_main(["bench", argv[0], "--json", *argv[1:]]) == 0
