@@ -33,12 +33,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dcm_base.errors import InputError, ServiceError
-from minute_packet.masking import mask_vehicle  # noqa: F401  (re-exported: the lake names partitions with it)
+from minute_packet.masking import lake_bucket, mask_vehicle  # noqa: F401  (mask_vehicle re-exported: the lake names partitions with it)
 
 log = logging.getLogger(__name__)
 
 DAY = 86400
 LAYOUTS = ("vehicle", "bucket")
+LAKE_DESCRIPTION = "_dcm_lake.json"  # the layout of a lake root, for readers (Lake.claim)
 MANIFEST_PREFIX = "_compaction-"
 # min/max statistics only where readers prune by them; signal columns skip them (~15 % faster writes)
 STATS_COLUMNS = ("ts", "vehicle", "boot_id", "seq")
@@ -83,6 +84,7 @@ class Lake:
         self.layout = layout
         self.buckets = buckets
         self.compression = compression
+        self._claimed = False  # _dcm_lake.json checked or written (claim)
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -90,8 +92,30 @@ class Lake:
         """The value of the last partition level for a masked vehicle id."""
         if self.layout == "vehicle":
             return masked
-        width = len(f"{self.buckets - 1:x}")
-        return f"{int(masked[:8], 16) % self.buckets:0{width}x}"
+        return lake_bucket(masked, self.buckets)
+
+    def claim(self) -> None:
+        """Record the layout in ``<root>/_dcm_lake.json`` (``{"format": 1, "layout", "buckets"}``), so
+        readers can find one vehicle's bucket; refuse a root that another layout or bucket count
+        already wrote (its readers would miss files). Idempotent; every sink worker calls it."""
+        want = {"format": 1, "layout": self.layout, "buckets": self.buckets if self.layout == "bucket" else None}
+        try:
+            raw = self.read_bytes(LAKE_DESCRIPTION)
+        except FileNotFoundError:
+            if self.local:
+                self.fs.create_dir(self.base, recursive=True)
+            self.write_bytes(LAKE_DESCRIPTION, json.dumps(want).encode())
+            self._claimed = True
+            return  # another OSError (the store unreachable) goes to the caller: retried with the writes
+        try:
+            have = json.loads(raw)
+        except ValueError as exc:
+            raise LakeRootError(f"lake root {self.root!r}: unreadable {LAKE_DESCRIPTION}: {exc}") from None
+        if not isinstance(have, dict) or (have.get("layout"), have.get("buckets")) != (want["layout"], want["buckets"]):
+            raise LakeRootError(f"lake root {self.root!r} holds layout {have.get('layout') if isinstance(have, dict) else have!r}"
+                                f" with buckets {have.get('buckets') if isinstance(have, dict) else None};"
+                                f" this sink is configured for layout {self.layout!r}, buckets {want['buckets']}")
+        self._claimed = True
 
     def partition(self, model: str, day: int, part: str) -> str:
         level = "vehicle" if self.layout == "vehicle" else "vehicle_bucket"
@@ -103,6 +127,8 @@ class Lake:
     # -- files ----------------------------------------------------------------------------------
 
     def open_writer(self, rel: str, schema: pa.Schema, compression: str | None = None) -> LakeFile:
+        if not self._claimed:  # the store was unreachable when the sink started
+            self.claim()
         return LakeFile(self, rel, schema, compression or self.compression)
 
     def list_dir(self, rel: str) -> list[pafs.FileInfo]:

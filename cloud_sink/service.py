@@ -46,10 +46,15 @@ class Sink:
         self.config = config
         self.topics = config.topics
         self.stats = SinkStats()
-        self.staging = Staging(config.state_path)
-        self.quarantine = Quarantine(config.quarantine_dir)
         self.lake = Lake(config.lake_root, layout=config.layout, buckets=config.buckets,
                          compression=config.compression)
+        try:  # before anything is opened: a root of another layout is refused
+            self.lake.claim()
+        except OSError as exc:  # unreachable now: claimed before the first file is written
+            log.warning("lake %s not reachable at start (%s); its layout is checked at the first write",
+                        config.lake_root, exc)
+        self.staging = Staging(config.state_path)
+        self.quarantine = Quarantine(config.quarantine_dir)
         self.outbox = EventOutbox()
         self.registry = SchemaRegistry(self.staging, self.outbox)
         self.schemas = self.registry.schemas

@@ -15,7 +15,10 @@ import math
 import os
 import re
 import threading
+from pathlib import Path
 from typing import Any
+
+from minute_packet.masking import lake_bucket
 
 from .errors import BadRequest, SourceUnavailable
 
@@ -57,6 +60,21 @@ class LakeReader:
             self._con.execute("SET enable_object_cache = true")
         self._lock = threading.Lock()
         self._schemas: dict[str, dict[str, bool]] = {}  # file -> column -> numeric (bounded, oldest dropped)
+        self.buckets = self._buckets()
+
+    def _buckets(self) -> int | None:
+        """The bucket count the sink recorded in ``_dcm_lake.json`` (bucket layout), else None: then
+        every bucket folder of a day is read (a lake written before the file existed)."""
+        import json
+
+        if not self.local:
+            return None
+        try:
+            desc = json.loads(Path(self.root, "_dcm_lake.json").read_bytes())
+        except (OSError, ValueError):
+            return None
+        b = desc.get("buckets") if isinstance(desc, dict) and desc.get("layout") == "bucket" else None
+        return b if isinstance(b, int) and not isinstance(b, bool) and b >= 1 else None
 
     def files(self, vehicle: str, t0: int, t1: int) -> list[str]:
         """The lake files that can hold the vehicle's rows in [t0, t1)."""
@@ -67,7 +85,8 @@ class LakeReader:
             if self.local:
                 base = os.path.join(glob.escape(self.root), "model=*", f"date={day}")
                 out += glob.glob(os.path.join(base, f"vehicle={vehicle}", "*.parquet"))
-                out += glob.glob(os.path.join(base, "vehicle_bucket=*", "*.parquet"))
+                bucket = lake_bucket(vehicle, self.buckets) if self.buckets else "*"  # only its own bucket
+                out += glob.glob(os.path.join(base, f"vehicle_bucket={bucket}", "*.parquet"))
             else:
                 out.append(f"{self.root.rstrip('/')}/*/date={day}/*/*.parquet")
         return sorted(out)

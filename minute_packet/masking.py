@@ -19,3 +19,10 @@ MASK_HEX_DIGITS = 16
 def mask_vehicle(key: bytes, vehicle_id: str) -> str:
     """A stable pseudonym for a vehicle id (HMAC-SHA256 truncated to 16 hex digits)."""
     return hmac.new(key, vehicle_id.encode(), hashlib.sha256).hexdigest()[:MASK_HEX_DIGITS]
+
+
+def lake_bucket(masked: str, buckets: int) -> str:
+    """The ``vehicle_bucket=`` value of a masked id in the lake's bucket layout: its first 8 hex
+    digits as an integer mod ``buckets``, in lowercase hex zero-padded to the width of ``buckets - 1``."""
+    width = len(f"{buckets - 1:x}")
+    return f"{int(masked[:8], 16) % buckets:0{width}x}"

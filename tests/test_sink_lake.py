@@ -107,6 +107,18 @@ def test_bucket_layout_answers_the_same_query(tmp_path, schemas):
     sink.staging.close()
 
 
+def test_a_lake_root_records_its_layout_and_refuses_another(tmp_path, schemas):
+    from cloud_sink.lake import LakeRootError
+
+    sink = _sink(tmp_path, layout="bucket", buckets=4)
+    sink.staging.close()
+    assert json.loads((tmp_path / "lake" / "_dcm_lake.json").read_text()) == {"format": 1, "layout": "bucket", "buckets": 4}
+    _sink(tmp_path, name="w2", layout="bucket", buckets=4).staging.close()  # a second worker alike: fine
+    for other in (dict(layout="bucket", buckets=8), dict(layout="vehicle")):
+        with pytest.raises(LakeRootError, match="holds layout 'bucket' with buckets 4"):
+            _sink(tmp_path, name="w3", **other)
+
+
 def test_row_groups_gather_many_decode_chunks_and_end_at_partitions(tmp_path, schemas):
     """Packets are decoded 3 at a time but written in row groups of at least 100 rows (5 packets
     of 20); a row group never spans two files, and every row is stored once, in time order."""

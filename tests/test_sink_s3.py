@@ -4,6 +4,8 @@ fsync. Files land under the Hive layout, a batch interrupted after its upload is
 its own objects, compaction merges objects, and every row is there once."""
 from __future__ import annotations
 
+import json
+
 import uuid
 
 import numpy as np
@@ -101,7 +103,9 @@ def test_batches_redo_and_compaction_on_an_object_store(tmp_path, s3_endpoint, s
     expected = sorted((masked[v], s, 20) for v in masked for s in (0, 1))
     lake = sink.lake
     objects = [i.path for i in lake.fs.get_file_info(pafs.FileSelector(lake.base, recursive=True))
-               if i.type == pafs.FileType.File]
+               if i.type == pafs.FileType.File and i.base_name != "_dcm_lake.json"]
+    assert json.loads(lake.read_bytes("_dcm_lake.json")) == {"format": 1, "layout": layout,
+                                                             "buckets": 2 if layout == "bucket" else None}
     assert all("CAR" not in o for o in objects)  # raw ids never reach the store
     assert all(o.startswith(f"{BUCKET}/{name}/model=ref/date=2026-01-01/") for o in objects)
     assert len(objects) == (4 if layout == "vehicle" else len({lake.part_key(m) for m in masked.values()}) * 2)
