@@ -59,10 +59,11 @@ def raw_range(sig: cantools.database.can.Signal) -> tuple[float, float]:
     """Physical range the signal's raw bits can represent."""
     if sig.is_float:
         return FLOAT_DEFAULT_RANGE
+    bits = min(sig.length, 64)  # a longer signal (a CAN FD blob) gets values in its low 64 bits
     if sig.is_signed:
-        lo_raw, hi_raw = -(1 << (sig.length - 1)), (1 << (sig.length - 1)) - 1
+        lo_raw, hi_raw = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     else:
-        lo_raw, hi_raw = 0, (1 << sig.length) - 1
+        lo_raw, hi_raw = 0, (1 << bits) - 1
     a, b = lo_raw * sig.scale + sig.offset, hi_raw * sig.scale + sig.offset
     return (a, b) if a <= b else (b, a)
 

@@ -21,6 +21,10 @@ BO_ 259 MuxOverlap: 8 ECU
  SG_ A m0 : 8|16@1+ (1,0) [0|65535] "" ECU
  SG_ B m0 : 16|16@1+ (1,0) [0|65535] "" ECU
  SG_ C m1 : 8|8@1+ (1,0) [0|255] "" ECU
+BO_ 260 Sdo: 8 ECU
+ SG_ State M : 0|8@1- (1,0) [-128|127] "" ECU
+ SG_ Data8 m79 : 32|8@1+ (1,0) [0|255] "" ECU
+ SG_ Abort m128 : 32|32@1+ (1,0) [0|4294967295] "" ECU
 '''
 DATA = bytes.fromhex("13796d83726f9600")
 
@@ -60,3 +64,15 @@ def test_a_sound_message_is_decoded_whole_and_truncated_frames_give_what_fits(db
                                           strict=False).get_message_by_name("Overlap")
     assert decode_frame(sound, DATA, scaling=False) == sound.decode(DATA, decode_choices=False, scaling=False)
     assert decode_frame(sound, DATA[:1], scaling=False) == {"Good": 0x13}
+
+
+def test_a_signed_selector_with_an_unsigned_branch_id_chooses_by_its_bits(db):
+    """canmatrix's aa.dbc (CANopen SDO): branch m128 on a signed 8-bit selector; the bus carries 0x80."""
+    m = db.get_message_by_name("Sdo")
+    abort = bytes([0x80, 0, 0, 0, 0x11, 0x22, 0x33, 0x44])
+    with pytest.raises(cantools.database.errors.DecodeError):
+        m.decode(abort)
+    assert decode_frame(m, abort, scaling=False) == {"State": -128, "Abort": 0x44332211}
+    assert decode_frame(m, bytes([79, 0, 0, 0, 7, 0, 0, 0]), scaling=False) == {"State": 79, "Data8": 7}
+    with pytest.raises(cantools.database.errors.DecodeError):
+        decode_frame(m, bytes([5]) + bytes(7), scaling=False)  # a selector of no branch stays malformed

@@ -119,7 +119,8 @@ SIG_VALTYPE_ 768 Ratio : 1;
 # signal longer than 64 bits, which no cell can hold (left out, and said so); one frame id defined
 # by two messages (canmatrix's test_CAN.dbc): the bus carries one frame, the last definition's; a
 # multiplexer selector overlapped by a branch's signal (canmatrix's test_test.kcd.dbc), which the
-# simulator once sent with selector values of no branch; bounds and scales beyond float range.
+# simulator once sent with selector values of no branch; bounds and scales beyond float range; a
+# signed selector with an unsigned branch id (canmatrix's aa.dbc, a CANopen SDO abort m128).
 QUIRKY_DBC = '''VERSION ""
 NS_ :
 BS_:
@@ -152,6 +153,10 @@ BO_ 262 MuxLap: 8 ECU
 BO_ 263 Inf: 8 ECU
  SG_ Wide : 0|32@1+ (1,0) [0|1e400] "" ECU
  SG_ Huge : 32|8@1+ (1e400,0) [0|255] "" ECU
+BO_ 264 Sdo: 8 ECU
+ SG_ SdoState M : 0|8@1- (1,0) [-128|127] "" ECU
+ SG_ Data8 m79 : 32|8@1+ (1,0) [0|255] "" ECU
+ SG_ AbortCode m128 : 32|32@1+ (1,0) [0|4294967295] "" ECU
 BA_DEF_ BO_ "GenMsgCycleTime" INT 0 10000;
 BA_DEF_DEF_ "GenMsgCycleTime" 100;
 '''
@@ -170,10 +175,13 @@ def test_non_strict_dbc_quirks_end_to_end(tmp_path, broker):
     names = {d[0] for d in duckdb.connect().execute(
         f"DESCRIBE SELECT * FROM read_parquet('{tmp_path}/w/lake/**/*.parquet', hive_partitioning = true)").fetchall()}
     assert {"A", "B", "undefined.Mode@100", "undefined.MODE@100#2", "SET_ME", "Const", "Good", "Low", "High", "Small", "Second", "Sel", "Zero", "Node",
-            "Mask", "Wide"} <= names
+            "Mask", "Wide", "SdoState", "Data8", "AbortCode"} <= names
     assert not {"Blob", "First"} & names
     consts = duckdb.connect().execute(f"SELECT DISTINCT Const FROM read_parquet('{tmp_path}/w/lake/**/*.parquet')").fetchall()
     assert consts == [(5,)]
     filled = duckdb.connect().execute(f"SELECT count(Good), count(Low), count(High) FROM "
                                       f"read_parquet('{tmp_path}/w/lake/**/*.parquet')").fetchone()
     assert filled == (65, 65, 65)
+    aborts = duckdb.connect().execute(f"SELECT count(AbortCode), count(*) FILTER (WHERE SdoState = -128) FROM "
+                                      f"read_parquet('{tmp_path}/w/lake/**/*.parquet')").fetchone()
+    assert aborts[0] > 0 and aborts[1] > 0
