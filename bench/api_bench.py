@@ -7,7 +7,10 @@ fleet and a driver. ``dcm api`` then runs in its own process and ``--clients`` c
 clients call each endpoint ``--requests`` times after a warm-up:
 
 * ``/api/v1/vehicles?limit=1000`` (status of every vehicle from the sink's latest state),
-* ``/api/v1/vehicles/{id}/series`` over the day vehicle's 86,400 seconds (downsampled to 2,000 points),
+* ``/api/v1/vehicles/{id}/series`` over the day vehicle's 86,400 seconds (downsampled to 2,000 points):
+  ``series_day_1hz`` with a different range end in every request (each one queries the lake; the
+  goal is checked on this one), ``series_day_1hz_repeated`` one range again and again (the API's
+  answer cache),
 * ``/api/v1/scores?period=month`` (the leaderboard from the batch layer's views).
 
 ``first_render_ms``: headless Chromium (Debian's, through selenium) from navigation to the page's
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,21 +147,25 @@ burst = 100000
     return proc, url, token
 
 
-async def _latency(url: str, token: str, path: str, clients: int, requests: int) -> dict[str, float]:
+async def _latency(url: str, token: str, path: str | Callable[[int], str], clients: int, requests: int
+                   ) -> dict[str, float]:
+    """Latency of ``requests`` calls from ``clients`` concurrent clients; ``path`` may depend on the
+    request's number (distinct requests: no answer can come from the API's cache)."""
     import aiohttp
 
     times: list[float] = []
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(headers=headers) as s:
-        for _ in range(min(10, requests)):  # warm-up
-            async with s.get(url + path) as r:
+        path_of = path if callable(path) else (lambda i: path)
+        for i in range(min(10, requests)):  # warm-up (connections, the lake's footers)
+            async with s.get(url + path_of(-1 - i)) as r:
                 await r.read()
         todo = iter(range(requests))
 
         async def worker() -> None:
-            for _ in todo:
+            for i in todo:
                 t = time.perf_counter()
-                async with s.get(url + path) as r:
+                async with s.get(url + path_of(i)) as r:
                     await r.read()
                     if r.status != 200:
                         raise RuntimeError(f"{path}: HTTP {r.status}")
@@ -201,9 +209,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["clients"] = args.clients
             result["requests_per_endpoint"] = args.requests
             day = result["day_vehicle"]
+            series = f"/api/v1/vehicles/{day}/series?signals=VehicleSpeed&from={T0}&to="
             for name, path in (("vehicles_list", "/api/v1/vehicles?limit=1000"),
-                               ("series_day_1hz", f"/api/v1/vehicles/{day}/series?signals=VehicleSpeed"
-                                                  f"&from={T0}&to={T0 + 86400}"),
+                               # every request a different range end: each one really queries the lake
+                               ("series_day_1hz", lambda i: f"{series}{T0 + 86400 - 100 - i}"),
+                               # one range asked again and again (viewers of one vehicle): the cache answers
+                               ("series_day_1hz_repeated", f"{series}{T0 + 86400}"),
                                ("scores", "/api/v1/scores?period=month")):
                 result[name] = asyncio.run(_latency(url, token, path, args.clients, args.requests))
             if args.renders:

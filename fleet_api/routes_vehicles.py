@@ -142,5 +142,7 @@ async def health(request: web.Request) -> web.Response:
         "ok": True, "views_ready": views.ready.is_set(), "views_error": views.error, "time": time.time(),
         "vehicles": len(app[STATE].summaries()), "streams": len(app[HUB].subscribers),
         "counters": {**app[COUNTERS], "rate_limited_keys_evicted": app[LIMITER].evicted,
-                     "stream_dropped": app[HUB].dropped},
+                     "stream_dropped": app[HUB].dropped,
+                     "series_cache_hits": app[LAKE].cache_hits if app[LAKE] else 0,
+                     "series_cache_evicted": app[LAKE].cache_evicted if app[LAKE] else 0},
         "alert_stores": len(app[ALERTS].paths)})

@@ -5,10 +5,14 @@ lake files of the days in the range (the ``date=`` partitions; in the vehicle la
 vehicle's folders), and one DuckDB query groups the rows into ``step``-second buckets with
 min/max/mean/count per signal. ``step`` is chosen so that at most ``max_points`` buckets come back
 (or taken from the request, raised to that bound). Rows a packet stored twice (two sink workers)
-fall in the same bucket: min and max are exact, the mean weighs them twice.
+fall in the same bucket: min and max are exact, the mean weighs them twice. Answers are kept in a
+bounded LRU (``RESULT_CACHE``; hits and evictions in ``/health``) keyed by the request and the
+exact list of files with their sizes and modification times: lake files never change, so a new,
+rolled or compacted file is a new key and the cache never serves stale data.
 """
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import glob
 import math
@@ -28,6 +32,7 @@ _RESERVED = {"ts", "seq", "boot_id", "vehicle", "out_of_range", "model", "date",
 MAX_SIGNALS = 16
 MAX_RANGE_S = 366 * 86400
 SCHEMA_CACHE = 20_000  # lake files whose column list is kept
+RESULT_CACHE = 256  # series answers kept (lake files never change: a new or compacted file changes the key)
 
 
 def _days(t0: int, t1: int) -> list[str]:
@@ -61,6 +66,8 @@ class LakeReader:
         self._lock = threading.Lock()
         self._schemas: dict[str, dict[str, bool]] = {}  # file -> column -> numeric (bounded, oldest dropped)
         self.buckets = self._buckets()
+        self._results: collections.OrderedDict[tuple, dict[str, Any]] = collections.OrderedDict()
+        self.cache_hits = self.cache_evicted = 0
 
     def _buckets(self) -> int | None:
         """The bucket count the sink recorded in ``_dcm_lake.json`` (bucket layout), else None: then
@@ -145,6 +152,13 @@ class LakeReader:
         files = self.files(vehicle, t0, t1)
         if not files:
             return out
+        key = (vehicle, tuple(signals), t0, t1, width, tuple(files), tuple(_stamp(f) for f in files) if self.local else ())
+        with self._lock:
+            hit = self._results.get(key)
+            if hit is not None:
+                self._results.move_to_end(key)
+                self.cache_hits += 1
+                return hit
         cols = self.columns(files)
         for s in signals:
             if s in _RESERVED or s not in cols:
@@ -165,6 +179,12 @@ class LakeReader:
                 d["max"].append(_num(mx))
                 d["mean"].append(None if mean is None or mean != mean else round(mean, 6))
                 d["count"].append(n)
+        if self.local:  # an object store's listing is a glob: its files are not known here
+            with self._lock:
+                self._results[key] = out
+                while len(self._results) > RESULT_CACHE:
+                    self._results.popitem(last=False)
+                    self.cache_evicted += 1
         return out
 
     def route(self, vehicle: str, t0: int, t1: int, lat: str = "Latitude", lon: str = "Longitude"
@@ -195,6 +215,14 @@ class LakeReader:
 
     def close(self) -> None:
         self._con.close()
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
 
 
 def _list(files: list[str]) -> str:

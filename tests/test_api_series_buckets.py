@@ -36,3 +36,17 @@ def test_only_the_vehicles_bucket_is_read(tmp_path):
     assert blind.buckets is None
     with pytest.raises(SourceUnavailable):
         blind.series(masked[target], ["VehicleSpeed"], T0, T0 + 360, 60)
+
+
+def test_answers_are_cached_until_the_lake_gets_a_new_file(tmp_path):
+    world = CraftedLake(tmp_path, layout="bucket")
+    world.add("CAR-A", trace(T0, [park(30), drive(300, 40), park(30)]))
+    reader = LakeReader(world.lake)
+    vid = mask_vehicle(SECRET, "CAR-A")
+    first = reader.series(vid, ["VehicleSpeed"], T0, T0 + 3600, 60)
+    assert reader.series(vid, ["VehicleSpeed"], T0, T0 + 3600, 60) == first and reader.cache_hits == 1
+    world.add("CAR-A", trace(T0 + 1200, [drive(120, 50)]))  # a new lake file with later rows
+    world.close()
+    later = reader.series(vid, ["VehicleSpeed"], T0, T0 + 3600, 60)
+    assert reader.cache_hits == 1
+    assert sum(later["signals"]["VehicleSpeed"]["count"]) == sum(first["signals"]["VehicleSpeed"]["count"]) + 120
