@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import logging
@@ -50,6 +51,9 @@ class Operational:
     devices: pa.Table
     drivers: pa.Table
     assignments: pa.Table
+    # masked id -> raw VIN, in memory only: for an API that may show VINs to scopes allowed to see
+    # them; never written to a view, never part of the digest
+    vins: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def digest(self) -> str:
         """Changes when who drove what changes (materialised driver views are then stale)."""
@@ -168,6 +172,7 @@ def load_operational(source: str, key: bytes) -> Operational:
         con.close()
     vehicles = _masked(key, "vehicles", raw["vehicles"])
     vids = vehicles.column("vehicle").to_pylist()
+    vins = dict(zip(vids, (str(v) for v in raw["vehicles"].column("vin").to_pylist())))
     dup = {v for v in vids if vids.count(v) > 1}
     if dup:
         raise EnrichmentError(f"vehicles: the same vin appears twice ({len(dup)} duplicates)")
@@ -204,4 +209,4 @@ def load_operational(source: str, key: bytes) -> Operational:
             raise EnrichmentError(f"assignments rows {prev[4]} and {cur[4]}: overlapping assignments of one vehicle")
     assignments = pa.table([pa.array([x[i] for x in rows], ASSIGNMENTS_SCHEMA.field(i).type) for i in range(4)],
                            schema=ASSIGNMENTS_SCHEMA)
-    return Operational(vehicles, devices, drivers, assignments)
+    return Operational(vehicles, devices, drivers, assignments, vins)

@@ -1,7 +1,8 @@
 """What a token may see: its scopes resolved against the operational tables.
 
 A vehicle is visible when a scope names it, names its fleet, names a driver assigned to it, or is
-``admin``/``read``. A driver is visible when a scope names them or they were assigned to a visible
+``admin``/``read``. The raw VIN of a visible vehicle is shown only to ``admin`` and to tokens
+with the ``vin`` scope (and only where the operational tables have it). A driver is visible when a scope names them or they were assigned to a visible
 vehicle (for fleet and vehicle scopes). Anything else answers 404, never 403, so ids do not leak.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Access:
     fleets: frozenset[str] = frozenset()
     vehicles: frozenset[str] = frozenset()
     drivers: frozenset[str] = frozenset()
+    vin: bool = False  # may see raw VINs (of the vehicles it sees)
 
     @classmethod
     def of(cls, token: Token) -> Access:
@@ -39,7 +41,7 @@ class Access:
                 kinds[kind].add(value)
         admin = "admin" in token.scopes
         return cls(token.id, admin, admin or "read" in token.scopes, frozenset(kinds["fleet"]),
-                   frozenset(kinds["vehicle"]), frozenset(kinds["driver"]))
+                   frozenset(kinds["vehicle"]), frozenset(kinds["driver"]), admin or "vin" in token.scopes)
 
     def sees_vehicle(self, vehicle: str, catalog: Catalog) -> bool:
         if self.everything or vehicle in self.vehicles:

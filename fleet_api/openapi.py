@@ -37,7 +37,8 @@ TIME = "Unix seconds or ISO 8601"
 def spec() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/api/v1/vehicles": {"get": _op(
-            "Vehicles with status (moving, parked, offline), last seen, position, model, fleet, plate",
+            "Vehicles with status (moving, parked, offline), last seen, position, model, fleet, plate;"
+            " the raw VIN only for admin and vin scopes",
             [_q("status", "moving, parked or offline"), _q("fleet", "fleet name"), _q("model", "model"), *PAGING])},
         "/api/v1/vehicles/{id}/latest": {"get": _op(
             "Latest value and time of every signal, active DTCs, odometer, battery voltage", [VEHICLE],

@@ -39,13 +39,14 @@ def status_of(app: web.Application, s: Summary | None) -> str:
     return "parked"
 
 
-def vehicle_json(app: web.Application, vehicle: str, s: Summary | None) -> dict[str, Any]:
+def vehicle_json(app: web.Application, vehicle: str, s: Summary | None, access: Access) -> dict[str, Any]:
     snap = app[VIEWS].snapshot
     ops = snap.vehicles.get(vehicle, {})
     speed = s.speed if s else None
     return {"id": vehicle, "status": status_of(app, s), "last_seen": iso(s.ts) if s else None,
             "model": ops.get("model") or snap.lake_models.get(vehicle), "fleet": ops.get("fleet"),
-            "plate": ops.get("plate"), "position": s.position if s else None,
+            "plate": ops.get("plate"), "vin": snap.vins.get(vehicle) if access.vin else None,
+            "position": s.position if s else None,
             "speed_kmh": speed[1] if speed else None}
 
 
@@ -65,7 +66,7 @@ async def vehicles(request: web.Request) -> web.Response:
     summaries = app[STATE].summaries()
     ids = sorted(set(summaries) | set(snap.vehicles))
     ids = access.filter_vehicles(ids, snap.catalog)
-    items = [vehicle_json(app, v, summaries.get(v)) for v in ids]
+    items = [vehicle_json(app, v, summaries.get(v), access) for v in ids]
     q = request.query
     for key in ("status", "fleet", "model"):
         if q.get(key):
@@ -83,7 +84,7 @@ async def latest(request: web.Request) -> web.Response:
     dtcs = sorted({int(signals[d][1]) for d in DTC_SLOTS if d in signals and signals[d][1]})
     count = signals.get(REFERENCE_COLUMNS["dtc_count"])
     return web.json_response({
-        **vehicle_json(request.app, vehicle, s),
+        **vehicle_json(request.app, vehicle, s, request[ACCESS]),
         "active_dtcs": dtcs if count is None else dtcs[:max(0, int(count[1] or 0))],
         "odometer_km": signals["Odometer"][1] if "Odometer" in signals else None,
         "battery_v": signals[REFERENCE_COLUMNS["voltage"]][1] if REFERENCE_COLUMNS["voltage"] in signals else None,

@@ -15,6 +15,8 @@ from typing import Any
 
 from .access import Access
 
+NO_VINS = Access("stream")  # what the shared position events are rendered as
+
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1000
@@ -71,7 +73,8 @@ async def poll(app, interval: float = 1.0) -> None:
             catalog = views.snapshot.catalog
             if hub.subscribers:
                 for s in changed:
-                    hub.publish("position", s.vehicle, vehicle_json(app, s.vehicle, s), catalog)
+                    # one event for every subscriber: never with a VIN
+                    hub.publish("position", s.vehicle, vehicle_json(app, s.vehicle, s, NO_VINS), catalog)
             new = await asyncio.to_thread(alerts.changed_since, since)
             for a in new:
                 since = max(since, a["updated_at"], a["acknowledged_at"] or 0)

@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import TokenError
 
-_SCOPE = re.compile(r"^(admin|read|fleet:[^\s:]{1,128}|vehicle:[0-9a-f]{16}|driver:[^\s:]{1,128})$")
+_SCOPE = re.compile(r"^(admin|read|vin|fleet:[^\s:]{1,128}|vehicle:[0-9a-f]{16}|driver:[^\s:]{1,128})$")
 _TOKEN = re.compile(r"^dcm_([0-9a-f]{8})_[A-Za-z0-9_-]{43}$")
 MAX_TTL_S = 400 * 86400
 _SCHEMA = """
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS tokens(id TEXT PRIMARY KEY, name TEXT NOT NULL, diges
 def check_scope(scope: str) -> str:
     """The scope if it is well formed; else :class:`TokenError` saying what scopes look like."""
     if not isinstance(scope, str) or not _SCOPE.match(scope):
-        raise TokenError(f"scope {scope!r}: must be admin, read, fleet:<name>, vehicle:<16 hex digits>"
+        raise TokenError(f"scope {scope!r}: must be admin, read, vin, fleet:<name>, vehicle:<16 hex digits>"
                          f" or driver:<id>")
     return scope
 

@@ -39,12 +39,13 @@ class Snapshot:
     vehicles: dict[str, dict[str, Any]]  # masked id -> plate, model, fleet (operational tables)
     drivers: dict[str, str | None]  # driver id -> name
     lake_models: dict[str, str]  # masked id -> model of its newest lake files
+    vins: dict[str, str]  # masked id -> raw VIN (operational tables; shown to vin scopes only)
     fingerprint: str
     computed_at: float
 
 
 def _empty() -> Snapshot:
-    return Snapshot(None, [], {}, {p: [] for p in PERIODS}, [], [], Catalog(), {}, {}, {}, "", 0.0)
+    return Snapshot(None, [], {}, {p: [] for p in PERIODS}, [], [], Catalog(), {}, {}, {}, {}, "", 0.0)
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +130,8 @@ class ViewCache:
                 serving, trips, {t["trip_id"]: t for t in trips}, scores,
                 [_plain(r) for r in serving.km_per_vehicle_year().to_pylist()],
                 [_plain(r) for r in serving.rapid_accels_per_driver_year().to_pylist()],
-                catalog, vehicles, drivers, {k: v[1] for k, v in models.items()}, fingerprint, time.time())
+                catalog, vehicles, drivers, {k: v[1] for k, v in models.items()}, dict(ops.vins), fingerprint,
+                time.time())
             self.refreshes += 1
             self.error = None
             self.ready.set()

@@ -30,7 +30,7 @@ def tokens(world):
     store = TokenStore(cfg.tokens_path)
     made = {name: store.create(scopes, 3600, name)[1] for name, scopes in {
         "admin": ["admin"], "read": ["read"], "north": ["fleet:north"], "vin3": [f"vehicle:{masked(VINS[2])}"],
-        "d3": ["driver:D3"], "revoke_me": ["read"]}.items()}
+        "d3": ["driver:D3"], "revoke_me": ["read"], "north_vins": ["fleet:north", "vin"]}.items()}
     made["expired"] = store.create(["admin"], 60, "old", now=time.time() - 3600)[1]
     store.close()
     return made
@@ -118,6 +118,17 @@ def test_vehicle_and_driver_tokens(server, tokens):
     assert d3_trips and {t["driver"] for t in d3_trips} == {"D3"}
     assert {s["driver"] for s in call(server.url + "/api/v1/scores", tokens["d3"])[1]["items"]} == {"D3"}
     assert [v["id"] for v in _ids(server, tokens["d3"])] == [masked(VINS[2])]  # the vehicle assigned to D3
+
+
+def test_raw_vins_only_for_admin_and_vin_scopes_and_only_of_visible_vehicles(server, tokens):
+    def vins(token):
+        return {v["id"]: v["vin"] for v in _ids(server, token)}
+    assert vins(tokens["admin"]) == {masked(v): v for v in VINS}
+    assert set(vins(tokens["read"]).values()) == {None}  # read sees every vehicle, no VIN
+    assert vins(tokens["north_vins"]) == {masked(VINS[0]): VINS[0], masked(VINS[1]): VINS[1]}
+    assert call(server.url + f"/api/v1/vehicles/{masked(VINS[0])}/latest", tokens["north_vins"])[1]["vin"] == VINS[0]
+    assert call(server.url + f"/api/v1/vehicles/{masked(VINS[0])}/latest", tokens["north"])[1]["vin"] is None
+    assert call(server.url + f"/api/v1/vehicles/{masked(VINS[2])}/latest", tokens["north_vins"])[0] == 404
 
 
 def test_only_admin_changes_geofences(server, tokens):
