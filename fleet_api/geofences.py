@@ -5,7 +5,7 @@ file's own ``[geofences]``); this module writes it. Every change is validated by
 itself: the fence through :func:`speed_layer.geo.fence_from_config`, then the whole rules file
 through :func:`~speed_layer.config.load_rules` against the new file, and only then is the file
 replaced (written to a temporary name, fsynced, renamed), so a rule worker never reads a half
-file or a store its rules refuse. Rule workers pick changes up when they (re)load their rules.
+file or a store its rules refuse. Running rule workers see the change within 5 s (``RulesService.maybe_reload``).
 """
 from __future__ import annotations
 

@@ -65,6 +65,7 @@ class RulesConfig:
     fences: tuple[Fence, ...] = ()
     hold_s: int = DEFAULT_HOLD_S
     source: str = ""
+    geofences_file: Path | None = None  # the fence store the rules file names (watched by rule workers)
 
     def __post_init__(self) -> None:
         names = [r.name for r in self.rules]
@@ -131,6 +132,7 @@ def rules_from_mapping(doc: Mapping[str, Any], where: str = "<rules>", base: Pat
     raw_fences = doc.get("geofences", {})
     if not isinstance(raw_fences, dict):
         raise RulesConfigError(f"{where}: geofences: must be a table of fences")
+    gpath: Path | None = None
     if "geofences_file" in doc:
         gf = doc["geofences_file"]
         if not isinstance(gf, str) or not gf:
@@ -171,4 +173,4 @@ def rules_from_mapping(doc: Mapping[str, Any], where: str = "<rules>", base: Pat
         rule = make_rule(name, type_, params, rule_columns, fences, at)
         if rule is not None:
             rules.append(rule)
-    return RulesConfig(tuple(rules), tuple(fences), hold_s, where)
+    return RulesConfig(tuple(rules), tuple(fences), hold_s, where, gpath)

@@ -49,6 +49,11 @@ class Sequencer:
         self._bindings: collections.OrderedDict[tuple[str, bytes], VehicleRules] = collections.OrderedDict()
         self.touched: dict[str, str] = {}  # alert id -> vehicle, changed since the last notifications()
 
+    def rebind(self, rules: RulesConfig) -> None:
+        """Apply ``rules`` from the next packet on (the state of each vehicle's rules stays in the store)."""
+        self.rules = rules
+        self._bindings.clear()
+
     def _bound(self, vehicle: str, fingerprint: bytes, schema: Schema) -> VehicleRules:
         key = (vehicle, fingerprint)
         vr = self._bindings.get(key)

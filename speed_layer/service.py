@@ -32,6 +32,7 @@ import dbc
 from minute_packet import PacketDecodeError, Schema, SchemaError, TopicError, Topics, codec, event_packet, schema_from_dbc
 
 from .config import RulesConfig, load_rules
+from .errors import RulesConfigError
 from .lake_export import export_alerts
 from .rules import AlertChange
 from .sequencer import Sequencer, digest
@@ -45,6 +46,7 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 PUBLISH_BATCH = 200
 MAX_INFLIGHT = 1000  # alert messages handed to paho and not yet acknowledged (bounds its queue)
 PRUNE_EVERY_S = 3600
+RELOAD_CHECK_S = 5.0  # how often the rules file and its geofence store are checked for changes
 # "kill_after_commit:N": SIGKILL itself after the N-th commit that applied packets, before acknowledging
 FAULT_ENV = "DCM_RULES_FAULT"
 
@@ -93,6 +95,8 @@ class RulesService:
         self._fault_after = self._fault()
         self._exported: tuple[int, float] | None = None
         self._client = self._make_client()
+        self._rules_stamp = self._stamp()
+        self.reloads = 0
 
     @staticmethod
     def _fault() -> int | None:
@@ -149,6 +153,46 @@ class RulesService:
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._pubacks.put(mid)
 
+    # -- rules reload -----------------------------------------------------------------------------
+
+    def _stamp(self) -> tuple:
+        """(size, mtime) of the rules file and of its geofences_file (what ``PUT /geofences`` writes)."""
+        path = self.config.rules_path
+        if path is None:
+            return ()
+        files = [Path(path)]
+        if self.rules.geofences_file is not None:
+            files.append(Path(self.rules.geofences_file))
+        out = []
+        for f in files:
+            try:
+                st = f.stat()
+                out.append((str(f), st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((str(f), -1, -1))
+        return tuple(out)
+
+    def maybe_reload(self) -> bool:
+        """Load the rules again when their files changed (a refused file keeps the rules running,
+        logged once per version); True when new rules took effect. Rule state lives in the store,
+        so episodes in progress go on under the new rules."""
+        stamp = self._stamp()
+        if stamp == self._rules_stamp:
+            return False
+        self._rules_stamp = stamp
+        try:
+            rules = load_rules(self.config.rules_path)
+        except RulesConfigError as exc:
+            log.warning("rules not reloaded, the running ones stay: %s", exc)
+            self.store.count("rules_reload_refused")
+            return False
+        self.rules = rules
+        self.sequencer.rebind(rules)
+        self._rules_stamp = self._stamp()  # the new rules may name another geofences_file
+        self.reloads += 1
+        log.info("rules reloaded from %s", self.config.rules_path)
+        return True
+
     # -- main loop --------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -162,6 +206,7 @@ class RulesService:
         self._client.loop_start()
         self.webhooks.start()
         next_prune = 0.0
+        next_reload = time.monotonic() + RELOAD_CHECK_S
         next_export = time.monotonic() + self.config.lake_interval_s
         try:
             while not self._stop.is_set():
@@ -175,6 +220,9 @@ class RulesService:
                     with self.store.transaction():
                         self.store.prune_seen(self.config.dedupe_days * 86400)
                     next_prune = time.monotonic() + PRUNE_EVERY_S
+                if time.monotonic() >= next_reload:
+                    self.maybe_reload()
+                    next_reload = time.monotonic() + RELOAD_CHECK_S
                 if time.monotonic() >= next_export:
                     self._export()
                     next_export = time.monotonic() + self.config.lake_interval_s

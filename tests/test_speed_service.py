@@ -239,3 +239,26 @@ def test_dcm_rules_lists_and_acknowledges_alerts(tmp_path, capsys):
     assert main(["rules", "alerts", "--state", str(tmp_path / "missing.sqlite")]) == 2
     assert main(["rules", "--check-config", "--state", "x.sqlite"]) == 2
     assert "broker: missing" in capsys.readouterr().err
+
+
+def test_a_running_worker_takes_up_geofences_the_api_writes(tmp_path):
+    """PUT /geofences writes the fence store (fleet_api.geofences.GeofenceStore); the rule worker
+    reloads its rules when the store changes, keeps them when the new file is refused."""
+    from dcm_base.broker_url import BrokerUrl
+    from fleet_api.geofences import GeofenceStore
+    from speed_layer.service_config import ServiceConfig
+
+    rules_path = tmp_path / "rules.toml"
+    rules_path.write_text('geofences_file = "fences.json"\n[rules.yard_watch]\ntype = "geofence"\nfences = []\n')
+    service = RulesService(ServiceConfig(broker=BrokerUrl("127.0.0.1", 1), state_path=tmp_path / "rules.sqlite",
+                                         rules_path=rules_path, client_id="reload-test"))
+    try:
+        assert service.rules.fences == () and not service.maybe_reload()
+        GeofenceStore(rules_path).put("yard", {"circle": {"lat": 48.1, "lon": 11.5, "radius_m": 300}})
+        assert service.maybe_reload() and [f.name for f in service.rules.fences] == ["yard"]
+        assert service.sequencer.rules is service.rules  # the next packet is applied with them
+        (tmp_path / "fences.json").write_text("{not json")
+        assert not service.maybe_reload() and [f.name for f in service.rules.fences] == ["yard"]
+        assert service.store.counters().get("rules_reload_refused") == 1
+    finally:
+        service.store.close()
