@@ -21,7 +21,7 @@ from .alerts import AlertReader
 from .config import ApiConfig
 from .errors import ApiConfigError
 from .geofences import GeofenceStore
-from .keys import ALERTS, CLOCK, CONFIG, COUNTERS, GEOFENCES, HUB, LAKE, LIMITER, STATE, TOKENS, VIEWS
+from .keys import ALERTS, CLOCK, CONFIG, COUNTERS, GEOFENCES, HUB, LAKE, LIMITER, STATE, TOKENS, VEHICLE_LIST, VIEWS
 from .middleware import authenticate, errors
 from .openapi import spec
 from .ratelimit import RateLimiter
@@ -117,6 +117,7 @@ def make_app(config: ApiConfig, clock: Callable[[], float] = time.time) -> web.A
     app[VIEWS] = ViewCache(config)
     app[GEOFENCES] = GeofenceStore(config.rules)
     app[HUB] = Hub()
+    app[VEHICLE_LIST] = {}
     app[STATE].refresh(full=True)
     app.router.add_get("/", _index)
     app.router.add_get("/index.html", _index)

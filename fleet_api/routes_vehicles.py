@@ -13,7 +13,7 @@ from speed_layer.catalog import REFERENCE_COLUMNS
 
 from .access import Access
 from .errors import BadRequest, NotFound, SourceUnavailable
-from .keys import ALERTS, CLOCK, CONFIG, COUNTERS, HUB, LAKE, LIMITER, STATE, VIEWS
+from .keys import ALERTS, CLOCK, CONFIG, COUNTERS, HUB, LAKE, LIMITER, STATE, VEHICLE_LIST, VIEWS
 from .middleware import ACCESS
 from .paging import iso, page, time_of
 from .state import Summary
@@ -58,15 +58,26 @@ def visible(request: web.Request, vehicle: str) -> str:
     return vehicle
 
 
+def _all_vehicles(app: web.Application, vins: bool) -> list[dict[str, Any]]:
+    """Every vehicle rendered, kept for the current second (a status depends on the clock) until the
+    latest state or the views change: a request then only filters it by its scope."""
+    snap, state = app[VIEWS].snapshot, app[STATE]
+    key = (int(now_of(app)), state.version, snap.computed_at, vins)
+    cache = app[VEHICLE_LIST]
+    if cache.get("key") != key:
+        summaries = state.summaries()
+        who = Access("list", vin=vins)
+        cache["items"] = [vehicle_json(app, v, summaries.get(v), who) for v in sorted(set(summaries) | set(snap.vehicles))]
+        cache["key"] = key
+    return cache["items"]
+
+
 @routes.get("/api/v1/vehicles")
 async def vehicles(request: web.Request) -> web.Response:
     app = request.app
     access: Access = request[ACCESS]
     snap = app[VIEWS].snapshot
-    summaries = app[STATE].summaries()
-    ids = sorted(set(summaries) | set(snap.vehicles))
-    ids = access.filter_vehicles(ids, snap.catalog)
-    items = [vehicle_json(app, v, summaries.get(v), access) for v in ids]
+    items = [i for i in _all_vehicles(app, access.vin) if access.sees_vehicle(i["id"], snap.catalog)]
     q = request.query
     for key in ("status", "fleet", "model"):
         if q.get(key):

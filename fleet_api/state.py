@@ -64,6 +64,7 @@ class StateReader:
         self._lock = threading.Lock()
         self._summaries: dict[str, Summary] = {}
         self._since = -1
+        self.version = 0  # bumped whenever a summary changes
 
     def _con(self, path: Path) -> sqlite3.Connection | None:
         con = self._cons.get(path)
@@ -110,6 +111,7 @@ class StateReader:
                         values[name] = tv
             s = Summary(vehicle, int(ts), values)
             self._summaries[vehicle] = s
+            self.version += 1
             changed.append(s)
             self._since = max(self._since, int(ts))
         return changed

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -81,9 +82,20 @@ def test_an_injected_alert_arrives_live_and_is_acknowledged_from_the_page(page, 
         (By.CSS_SELECTOR, f'#alerts li[data-alert="{rec["id"]}"]')))
     assert "speeding" in item.text and "S-3" in item.text
     screenshot(page, "dashboard-alert")
-    item.find_element(By.CSS_SELECTOR, "button.ack").click()
-    WebDriverWait(page, 10).until(lambda d: "acked" in d.find_element(
-        By.CSS_SELECTOR, f'#alerts li[data-alert="{rec["id"]}"]').get_attribute("class"))
+    def click_ack(d) -> bool:  # the feed is redrawn when the live stream or a poll brings news
+        try:
+            d.find_element(By.CSS_SELECTOR, f'#alerts li[data-alert="{rec["id"]}"] button.ack').click()
+            return True
+        except StaleElementReferenceException:
+            return False
+    WebDriverWait(page, 10).until(click_ack)
+
+    def acked(d) -> bool:
+        try:
+            return "acked" in d.find_element(By.CSS_SELECTOR, f'#alerts li[data-alert="{rec["id"]}"]').get_attribute("class")
+        except StaleElementReferenceException:
+            return False
+    WebDriverWait(page, 10).until(acked)
     store = Store(world.root / "rules-0.sqlite")
     assert store.alert(rec["id"])["acknowledged_at"] is not None
     store.close()
