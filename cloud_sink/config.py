@@ -3,12 +3,13 @@
 Example ``sink.toml`` (every key optional except where a default makes no sense)::
 
     worker_id = "w1"               # goes into lake file names
-    secret_file = "mask.key"       # key of the vehicle-id HMAC
+    secret_file = "mask.key"       # key of the vehicle-id HMAC: required (``dcm sink init`` makes one, mode 0600)
     state = "state/sink.sqlite"
     quarantine = "state/quarantine"
     dbc = ["dbc/reference_car.dbc"]
     http = "127.0.0.1:9108"        # /metrics and /vehicles/{masked}/latest; "" for none
-    http_token_file = "http.token" # bearer token every HTTP request must carry (>= 16 characters)
+    http_token_file = "http.token" # bearer token every HTTP request must carry (>= 16 characters);
+                                   # required when http listens beyond loopback
     dedupe_days = 30               # dedupe keys are kept this long
     park_days = 7                  # packets whose schema never arrives are quarantined after this long
     intake_batch = 500             # messages staged (and acknowledged) per commit
@@ -61,7 +62,7 @@ class SinkConfig:
     lake_root: str | Path
     state_path: Path
     quarantine_dir: Path
-    vehicle_secret: bytes
+    vehicle_secret: bytes | None  # None only for the commands that never mask (gaps, compact, retain)
     topic_prefix: str = "dcm"
     share_group: str | None = None  # MQTT v5 shared subscription group for scale-out
     client_id: str = "dcm-sink"
@@ -105,7 +106,10 @@ class SinkConfig:
             (self.share_group is None or (self.share_group and "/" not in self.share_group
                                           and "+" not in self.share_group and "#" not in self.share_group),
              "share_group", "must be a name without '/', '+' or '#'"),
-            (len(self.vehicle_secret) >= 8, "secret_file", "the masking key must be at least 8 bytes"),
+            (self.vehicle_secret is None or len(self.vehicle_secret) >= 8, "secret_file",
+             "the masking key must be at least 8 bytes"),
+            (self.http_host is None or self.http_token is not None or is_loopback(self.http_host),
+             "http_token_file", f"required when http listens beyond loopback ({self.http_host})"),
         ]
         for ok, key, why in checks:
             if not ok:
@@ -120,6 +124,15 @@ class SinkConfig:
         return self.worker_id or self.client_id
 
 
+def is_loopback(host: str) -> bool:
+    """True for a host name or address that only this machine can reach."""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+MISSING_SECRET = ("required: the vehicle-id masking key (create one with `dcm sink init`,"
+                  " or `openssl rand -hex 32 > mask.key; chmod 600 mask.key`)")
+
+
 def _valid_prefix(prefix: object) -> bool:
     try:
         check_prefix(prefix)  # type: ignore[arg-type]
@@ -127,8 +140,6 @@ def _valid_prefix(prefix: object) -> bool:
         return False
     return True
 
-
-DEMO_SECRET = b"dcm-demo-secret"
 
 def _broker(v: Any) -> BrokerUrl:
     try:
@@ -182,13 +193,18 @@ _RENAMED = {"broker": "mqtt.url", "topic_prefix": "mqtt.topic_prefix", "share_gr
             "client_id": "mqtt.client_id", "ca_file": "mqtt.ca_file", "decoded_cache": "validated_cache"}
 
 
-def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> SinkConfig:
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None, *,
+                need_secret: bool = True) -> SinkConfig:
     """Read ``path`` (TOML, may be None), apply ``overrides`` (dotted keys as in the file,
-    None = unset) and validate. Raises :class:`ConfigError` naming the file and key."""
+    None = unset) and validate. Raises :class:`ConfigError` naming the file and key; a missing
+    ``secret_file`` is one unless ``need_secret`` is False (commands that never mask a vehicle
+    id), and then ``vehicle_secret`` is None. There is no built-in key."""
     where = cfg.where(path)
     fields = cfg.load_fields(path, _KEYS, overrides, renamed=_RENAMED)
     broker = fields.pop("broker", None) or BrokerUrl.parse("mqtt://127.0.0.1:1883")
-    secret = _read_key(where, "secret_file", fields.pop("secret_file", None)) or DEMO_SECRET
+    secret = _read_key(where, "secret_file", fields.pop("secret_file", None))
+    if secret is None and need_secret:
+        raise ConfigError(f"{where}: secret_file: {MISSING_SECRET}")
     token_file = fields.pop("http_token_file", None)
     if token_file is not None:
         fields["http_token"] = _read_key(where, "http_token_file", token_file)

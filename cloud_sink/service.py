@@ -20,7 +20,9 @@ import dbc as dbc_files
 from minute_packet import SchemaError, schema_from_dbc
 from minute_packet.schema import SCHEMA_VERSION, SCHEMA_VERSIONS
 
-from .config import SinkConfig
+from dcm_base.errors import ConfigError
+
+from .config import MISSING_SECRET, SinkConfig
 from .events import EventOutbox
 from .http import Sample, serve
 from .ingest import Ingest, IntakeLoop
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 
 class Sink:
     def __init__(self, config: SinkConfig) -> None:
+        if config.vehicle_secret is None:  # no built-in key: the lake's vehicle ids would be reversible
+            raise ConfigError(f"secret_file: {MISSING_SECRET}")
         self.config = config
         self.topics = config.topics
         self.stats = SinkStats()
