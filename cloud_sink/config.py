@@ -6,6 +6,10 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     secret_file = "mask.key"       # key of the vehicle-id HMAC: required (``dcm sink init`` makes one, mode 0600)
     state = "state/sink.sqlite"
     quarantine = "state/quarantine"
+    quarantine_max_mib = 1024      # the quarantine keeps at most this many MiB ...
+    quarantine_max_files = 10000   # ... and files; the oldest are evicted first (counted)
+    max_schemas = 2000             # schemas held; beyond it (or max_schema_mib) unused ones are pruned
+    max_schema_mib = 64
     dbc = ["dbc/reference_car.dbc"]
     http = "127.0.0.1:9108"        # /metrics and /vehicles/{masked}/latest; "" for none
     http_token_file = "http.token" # bearer token every HTTP request must carry (>= 16 characters);
@@ -86,6 +90,10 @@ class SinkConfig:
     http_port: int = 9108
     http_token: bytes | None = dataclasses.field(default=None, repr=False)  # bearer token the HTTP API requires
     ca_file: Path | None = None
+    quarantine_max_bytes: int = 1 << 30  # the oldest rejects are evicted beyond it (counted)
+    quarantine_max_files: int = 10_000
+    max_schemas: int = 2000  # the registry's bounds (unused schemas pruned, oldest first)
+    max_schema_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         checks = [
@@ -99,6 +107,9 @@ class SinkConfig:
             (self.validated_cache >= 0, "validated_cache", "must be >= 0"),
             (self.dedupe_days > 0, "dedupe_days", "must be positive"),
             (self.park_days > 0, "park_days", "must be positive"),
+            (self.quarantine_max_bytes >= 0, "quarantine_max_mib", "must be >= 0"),
+            (self.quarantine_max_files >= 0, "quarantine_max_files", "must be >= 0"),
+            (self.max_schemas > 0 and self.max_schema_bytes > 0, "max_schemas", "must be positive"),
             (self.intake_batch > 0 and self.queue_size > 0, "intake_batch", "must be positive"),
             (0 <= self.http_port < 65536, "http_port", "must be 0..65535"),
             (_valid_prefix(self.topic_prefix), "topic_prefix",
@@ -170,6 +181,10 @@ _KEYS: dict[str, Key] = {
     "secret_file": Key("secret_file", cfg.path, path=True),
     "state": Key("state_path", cfg.path, path=True),
     "quarantine": Key("quarantine_dir", cfg.path, path=True),
+    "quarantine_max_mib": Key("quarantine_max_bytes", cfg.mib),
+    "quarantine_max_files": Key("quarantine_max_files", cfg.number(int, low=0)),
+    "max_schemas": Key("max_schemas", _COUNT),
+    "max_schema_mib": Key("max_schema_bytes", cfg.mib),
     "dbc": Key("dbc_paths", cfg.paths, path=True),
     "http": Key("http", _http),
     "http_token_file": Key("http_token_file", cfg.path, path=True),

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS schema_use (
     scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, first_seen REAL NOT NULL,
     PRIMARY KEY (scope, key, fingerprint)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS schema_use_fingerprint ON schema_use (fingerprint);  -- is a schema used (pruning)
 CREATE TABLE IF NOT EXISTS schema_current (  -- the fingerprint each model and vehicle sent last
     scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, PRIMARY KEY (scope, key)
 ) WITHOUT ROWID;
