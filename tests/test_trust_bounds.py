@@ -90,7 +90,7 @@ def test_a_quarantine_on_a_full_real_filesystem_never_stops_intake(tmp_path, sch
     """The quarantine on a 1 MiB tmpfs filled to the last byte: intake goes on, rejects counted."""
     with small_fs(tmp_path / "small", 1) as mount:
         filler = mount / "filler"
-        with open(filler, "wb") as f:
+        with open(filler, "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 65536)
