@@ -27,6 +27,13 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     client_id = "dcm-sink-1"       # must differ per worker; also the default worker id
     ca_file = "broker-ca.pem"      # CA of an mqtts:// broker
 
+    [retention]                    # `dcm sink retain` (cloud_sink/retention.py); unset: keep forever
+    lake_days = 730                # lake partitions (by packet date) older than this are deleted
+    quarantine_days = 30           # rejects kept this long
+    events_days = 365              # schema events kept this long
+    alerts_days = 365              # closed alerts in the rule workers' stores below kept this long
+    alerts = ["rules-0.sqlite"]
+
     [lake]
     root = "lake"                  # or "file:///srv/lake", "s3://bucket/lake?endpoint_override=..."
     layout = "vehicle"             # or "bucket"
@@ -94,6 +101,11 @@ class SinkConfig:
     quarantine_max_files: int = 10_000
     max_schemas: int = 2000  # the registry's bounds (unused schemas pruned, oldest first)
     max_schema_bytes: int = 64 << 20
+    lake_days: float | None = None  # retention (`dcm sink retain`); None keeps forever
+    quarantine_days: float | None = None
+    events_days: float | None = None
+    alerts_days: float | None = None
+    alert_stores: tuple[Path, ...] = ()  # the rule workers' stores whose closed alerts expire
 
     def __post_init__(self) -> None:
         checks = [
@@ -193,6 +205,11 @@ _KEYS: dict[str, Key] = {
     "validated_cache": Key("validated_cache", cfg.number(int, low=0)),
     "dedupe_days": Key("dedupe_days", _DAYS),
     "park_days": Key("park_days", _DAYS),
+    "retention.lake_days": Key("lake_days", _DAYS),
+    "retention.quarantine_days": Key("quarantine_days", _DAYS),
+    "retention.events_days": Key("events_days", _DAYS),
+    "retention.alerts_days": Key("alerts_days", _DAYS),
+    "retention.alerts": Key("alert_stores", cfg.paths, path=True),
     "lake.root": Key("lake_root", cfg.path_or_uri, path=True),
     "lake.layout": Key("layout", cfg.one_of(*LAYOUTS)),
     "lake.buckets": Key("buckets", cfg.number(int, low=1, high=65536)),

@@ -86,3 +86,7 @@ class SchemaStore:
         rows = self.db.read("SELECT id, time, scope, key, old_fingerprint, new_fingerprint, detail"
                             " FROM schema_events ORDER BY id")
         return [(i, t, s, k, bytes(o) if o is not None else None, bytes(n), d) for i, t, s, k, o, n, d in rows]
+
+    def prune_events(self, before: float) -> int:
+        """Delete the schema events stored before Unix time ``before`` (retention); returns how many."""
+        return self.db.tx(lambda c: c.execute("DELETE FROM schema_events WHERE time < ?", (before,)).rowcount)

@@ -7,6 +7,7 @@
     dcm sink --config sink.toml --check-config     validate the configuration and exit
     dcm sink gaps --config sink.toml [--state DB]  missing seq ranges per vehicle and boot
     dcm sink compact --config sink.toml            merge small files of each lake partition
+    dcm sink retain --config sink.toml [--json]    expire lake partitions, rejects, events, keys, alerts by age
 """
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    s = sub.add_parser("sink", help="store packets from the broker in a Parquet lake (also: init, gaps, compact)")
-    s.add_argument("action", nargs="?", choices=("run", "init", "gaps", "compact"), default="run")
+    s = sub.add_parser("sink", help="store packets from the broker in a Parquet lake (also: init, gaps, compact, retain)")
+    s.add_argument("action", nargs="?", choices=("run", "init", "gaps", "compact", "retain"),
+                   default="run")
     s.add_argument("--config", type=Path, help="TOML config file (see cloud_sink/config.py)")
     s.add_argument("--broker")
     s.add_argument("--lake", help="lake root: a folder or a URI (file:///..., s3://bucket/prefix)")
@@ -41,7 +44,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--http-token-file", type=Path, help="file holding the bearer token the HTTP API requires")
     s.add_argument("--ca-file", type=Path, help="CA certificate of an mqtts:// broker")
     s.add_argument("--min-age", type=float, default=3600.0, help="compact: only files older than this (s)")
-    s.add_argument("--json", action="store_true", help="init/gaps/compact: print JSON")
+    s.add_argument("--json", action="store_true", help="init/gaps/compact/retain: print JSON")
     s.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     return s
 
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "init":
         return _init(args)
-    config = _config(args, need_secret=args.action == "run")  # gaps and compact never mask an id
+    config = _config(args, need_secret=args.action == "run")  # gaps, compact and retain never mask an id
     if args.check_config:
         print_check(check(config, str(args.config) if args.config else "command line"))
         return 0
@@ -75,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         return _gaps(args, config)
     if args.action == "compact":
         return _compact(args, config)
+    if args.action == "retain":
+        return _retain(args, config)
     return _serve(config)
 
 
@@ -123,6 +128,29 @@ def _gaps(args: argparse.Namespace, config) -> int:
             span = str(g.first) if g.first == g.last else f"{g.first}-{g.last}"
             print(f"{g.vehicle}\t{g.boot.hex()}\t{span}\t{g.missing}")
         print(f"{len(gaps)} gaps, {sum(g.missing for g in gaps)} packets missing", file=sys.stderr)
+    return 0
+
+
+def _retain(args: argparse.Namespace, config) -> int:
+    from cloud_sink.retention import DAY_S, retain
+
+    now = time.time()
+    report = retain(config, now)
+    if config.alerts_days is not None:
+        from speed_layer.store import Store
+
+        report["alerts"] = {}
+        for path in config.alert_stores:
+            store = Store(path)  # beside a live rule worker: one transaction, WAL, busy timeout
+            try:
+                report["alerts"][str(path)] = store.expire_alerts(now - config.alerts_days * DAY_S)
+            finally:
+                store.close()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for part, figures in report.items():
+            print(f"{part}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
     return 0
 
 
