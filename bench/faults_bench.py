@@ -131,7 +131,8 @@ def _fuzz(cases: int, seed: int) -> dict[str, Any]:
         c = campaign(t, max(1, round(weights[t] * scale)), seed=seed)
         by_target[t] = {"cases": c.cases, "crashes": len(c.crashes)}
         crashes += [dataclasses.asdict(x) for x in c.crashes[:3]]
-    return {"cases": sum(v["cases"] for v in by_target.values()), "crashes": sum(v["crashes"] for v in by_target.values()),
+    return {"cases": sum(v["cases"] for v in by_target.values()),
+            "crashes": sum(v["crashes"] for v in by_target.values()),
             "seconds": round(time.perf_counter() - t0, 1), "by_target": by_target, "first_crashes": crashes}
 
 
@@ -145,7 +146,8 @@ def _flood(work: Path, count: int) -> dict[str, Any]:
         out[kind] = json.loads(done.stdout)
     h = out["hostile"]
     return {"messages": count, "peak_rss_mib": h["peak_rss_mib"], "baseline_peak_rss_mib": out["valid"]["peak_rss_mib"],
-            "quarantine_bytes_on_disk": h["quarantine_bytes_on_disk"], "quarantine_budget_bytes": h["quarantine_budget_bytes"],
+            "quarantine_bytes_on_disk": h["quarantine_bytes_on_disk"],
+            "quarantine_budget_bytes": h["quarantine_budget_bytes"],
             "schemas_held": h["schemas_held"], "schema_budget": h["schema_budget"], "hostile": h, "valid": out["valid"]}
 
 

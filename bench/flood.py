@@ -46,7 +46,8 @@ def _messages(kind: str, count: int, schema) -> Any:
     small = json.loads(_small_schema_json())
     for i in range(count):
         if kind == "valid":
-            p = dataclasses.replace(base, vehicle_id=f"V{i % 100}", seq=i // 100, start_time=1_767_225_600 + 60 * (i // 100))
+            p = dataclasses.replace(base, vehicle_id=f"V{i % 100}", seq=i // 100,
+                                    start_time=1_767_225_600 + 60 * (i // 100))
             yield f"dcm/{p.vehicle_id}/telemetry", encode(p, level=1)
             continue
         what = i % 5

@@ -87,7 +87,7 @@ def _rules_done(path: Path) -> int:
     return sum(c.get(k, 0) for k in ("applied", "duplicates", "replays", "too_late", "waiting_for_schema"))
 
 
-def _trip_count(lake: Path, ops_source: str) -> int:
+def _trip_count(lake: Path, ops_source: str, secret: bytes) -> int:
     from batch_layer.config import BatchConfig
     from batch_layer.engine import DuckDBEngine
     from batch_layer.enrich import load_operational
@@ -97,7 +97,7 @@ def _trip_count(lake: Path, ops_source: str) -> int:
     engine = DuckDBEngine(threads=2)
     try:
         return full_views(engine, list_lake(str(lake)), BatchConfig(),
-                          load_operational(ops_source, DEMO_SECRET))["trips"].num_rows
+                          load_operational(ops_source, secret))["trips"].num_rows
     finally:
         engine.close()
 
@@ -204,7 +204,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
         alerts.close()
     say("computing trips and scores from the lake")
     ops = write_operational(work / "ops", fleet, vehicles, min(start, fleet.spec.start_time if fleet else start) - 86400)
-    trips = await asyncio.to_thread(_trip_count, work / "lake", ops)
+    trips = await asyncio.to_thread(_trip_count, work / "lake", ops, secret)
     return {
         "vehicles": settings.vehicles,
         "duration_s": settings.duration_s,

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    s = sub.add_parser("sink", help="store packets from the broker in a Parquet lake (also: init, gaps, compact, retain)")
+    s = sub.add_parser("sink", help="store packets from the broker in a Parquet lake"
+                                    " (also: init, gaps, compact, retain)")
     s.add_argument("action", nargs="?", choices=("run", "init", "gaps", "compact", "retain"),
                    default="run")
     s.add_argument("--config", type=Path, help="TOML config file (see cloud_sink/config.py)")

@@ -136,8 +136,8 @@ def test_the_cli_expires_closed_alerts_beside_a_live_sink(tmp_path, schema):
                      " 'closed', x'00')")
     store.notify_once("closed-old", "closed")
     (tmp_path / "sink.toml").write_text(
-        f'state = "state.sqlite"\nquarantine = "quarantine"\n[lake]\nroot = "lake"\n'
-        f'[retention]\nlake_days = 30\nalerts_days = 365\nalerts = ["rules-0.sqlite"]\n')
+        'state = "state.sqlite"\nquarantine = "quarantine"\n[lake]\nroot = "lake"\n'
+        '[retention]\nlake_days = 30\nalerts_days = 365\nalerts = ["rules-0.sqlite"]\n')
     sink = Sink(_config(tmp_path))
     boot = uuid.uuid4().bytes
     _ingest(sink, _packets(schema, "V1", boot, range(2), 1_767_225_600))
