@@ -3,12 +3,17 @@
 Example ``sink.toml`` (every key optional except where a default makes no sense)::
 
     worker_id = "w1"               # goes into lake file names
-    secret_file = "mask.key"       # key of the vehicle-id HMAC
+    secret_file = "mask.key"       # key of the vehicle-id HMAC: required (``dcm sink init`` makes one, mode 0600)
     state = "state/sink.sqlite"
     quarantine = "state/quarantine"
+    quarantine_max_mib = 1024      # the quarantine keeps at most this many MiB ...
+    quarantine_max_files = 10000   # ... and files; the oldest are evicted first (counted)
+    max_schemas = 2000             # schemas held; beyond it (or max_schema_mib) unused ones are pruned
+    max_schema_mib = 64
     dbc = ["dbc/reference_car.dbc"]
     http = "127.0.0.1:9108"        # /metrics and /vehicles/{masked}/latest; "" for none
-    http_token_file = "http.token" # bearer token every HTTP request must carry (>= 16 characters)
+    http_token_file = "http.token" # bearer token every HTTP request must carry (>= 16 characters);
+                                   # required when http listens beyond loopback
     dedupe_days = 30               # dedupe keys are kept this long
     park_days = 7                  # packets whose schema never arrives are quarantined after this long
     intake_batch = 500             # messages staged (and acknowledged) per commit
@@ -21,6 +26,13 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     share_group = "sinks"          # MQTT v5 shared subscription, for N workers
     client_id = "dcm-sink-1"       # must differ per worker; also the default worker id
     ca_file = "broker-ca.pem"      # CA of an mqtts:// broker
+
+    [retention]                    # `dcm sink retain` (cloud_sink/retention.py); unset: keep forever
+    lake_days = 730                # lake partitions (by packet date) older than this are deleted
+    quarantine_days = 30           # rejects kept this long
+    events_days = 365              # schema events kept this long
+    alerts_days = 365              # closed alerts in the rule workers' stores below kept this long
+    alerts = ["rules-0.sqlite"]
 
     [lake]
     root = "lake"                  # or "file:///srv/lake", "s3://bucket/lake?endpoint_override=..."
@@ -61,7 +73,7 @@ class SinkConfig:
     lake_root: str | Path
     state_path: Path
     quarantine_dir: Path
-    vehicle_secret: bytes
+    vehicle_secret: bytes | None  # None only for the commands that never mask (gaps, compact, retain)
     topic_prefix: str = "dcm"
     share_group: str | None = None  # MQTT v5 shared subscription group for scale-out
     client_id: str = "dcm-sink"
@@ -85,6 +97,15 @@ class SinkConfig:
     http_port: int = 9108
     http_token: bytes | None = dataclasses.field(default=None, repr=False)  # bearer token the HTTP API requires
     ca_file: Path | None = None
+    quarantine_max_bytes: int = 1 << 30  # the oldest rejects are evicted beyond it (counted)
+    quarantine_max_files: int = 10_000
+    max_schemas: int = 2000  # the registry's bounds (unused schemas pruned, oldest first)
+    max_schema_bytes: int = 64 << 20
+    lake_days: float | None = None  # retention (`dcm sink retain`); None keeps forever
+    quarantine_days: float | None = None
+    events_days: float | None = None
+    alerts_days: float | None = None
+    alert_stores: tuple[Path, ...] = ()  # the rule workers' stores whose closed alerts expire
 
     def __post_init__(self) -> None:
         checks = [
@@ -98,6 +119,9 @@ class SinkConfig:
             (self.validated_cache >= 0, "validated_cache", "must be >= 0"),
             (self.dedupe_days > 0, "dedupe_days", "must be positive"),
             (self.park_days > 0, "park_days", "must be positive"),
+            (self.quarantine_max_bytes >= 0, "quarantine_max_mib", "must be >= 0"),
+            (self.quarantine_max_files >= 0, "quarantine_max_files", "must be >= 0"),
+            (self.max_schemas > 0 and self.max_schema_bytes > 0, "max_schemas", "must be positive"),
             (self.intake_batch > 0 and self.queue_size > 0, "intake_batch", "must be positive"),
             (0 <= self.http_port < 65536, "http_port", "must be 0..65535"),
             (_valid_prefix(self.topic_prefix), "topic_prefix",
@@ -105,7 +129,10 @@ class SinkConfig:
             (self.share_group is None or (self.share_group and "/" not in self.share_group
                                           and "+" not in self.share_group and "#" not in self.share_group),
              "share_group", "must be a name without '/', '+' or '#'"),
-            (len(self.vehicle_secret) >= 8, "secret_file", "the masking key must be at least 8 bytes"),
+            (self.vehicle_secret is None or len(self.vehicle_secret) >= 8, "secret_file",
+             "the masking key must be at least 8 bytes"),
+            (self.http_host is None or self.http_token is not None or is_loopback(self.http_host),
+             "http_token_file", f"required when http listens beyond loopback ({self.http_host})"),
         ]
         for ok, key, why in checks:
             if not ok:
@@ -120,6 +147,15 @@ class SinkConfig:
         return self.worker_id or self.client_id
 
 
+def is_loopback(host: str) -> bool:
+    """True for a host name or address that only this machine can reach."""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+MISSING_SECRET = ("required: the vehicle-id masking key (create one with `dcm sink init`,"
+                  " or `openssl rand -hex 32 > mask.key; chmod 600 mask.key`)")
+
+
 def _valid_prefix(prefix: object) -> bool:
     try:
         check_prefix(prefix)  # type: ignore[arg-type]
@@ -127,8 +163,6 @@ def _valid_prefix(prefix: object) -> bool:
         return False
     return True
 
-
-DEMO_SECRET = b"dcm-demo-secret"
 
 def _broker(v: Any) -> BrokerUrl:
     try:
@@ -159,6 +193,10 @@ _KEYS: dict[str, Key] = {
     "secret_file": Key("secret_file", cfg.path, path=True),
     "state": Key("state_path", cfg.path, path=True),
     "quarantine": Key("quarantine_dir", cfg.path, path=True),
+    "quarantine_max_mib": Key("quarantine_max_bytes", cfg.mib),
+    "quarantine_max_files": Key("quarantine_max_files", cfg.number(int, low=0)),
+    "max_schemas": Key("max_schemas", _COUNT),
+    "max_schema_mib": Key("max_schema_bytes", cfg.mib),
     "dbc": Key("dbc_paths", cfg.paths, path=True),
     "http": Key("http", _http),
     "http_token_file": Key("http_token_file", cfg.path, path=True),
@@ -167,6 +205,11 @@ _KEYS: dict[str, Key] = {
     "validated_cache": Key("validated_cache", cfg.number(int, low=0)),
     "dedupe_days": Key("dedupe_days", _DAYS),
     "park_days": Key("park_days", _DAYS),
+    "retention.lake_days": Key("lake_days", _DAYS),
+    "retention.quarantine_days": Key("quarantine_days", _DAYS),
+    "retention.events_days": Key("events_days", _DAYS),
+    "retention.alerts_days": Key("alerts_days", _DAYS),
+    "retention.alerts": Key("alert_stores", cfg.paths, path=True),
     "lake.root": Key("lake_root", cfg.path_or_uri, path=True),
     "lake.layout": Key("layout", cfg.one_of(*LAYOUTS)),
     "lake.buckets": Key("buckets", cfg.number(int, low=1, high=65536)),
@@ -182,13 +225,18 @@ _RENAMED = {"broker": "mqtt.url", "topic_prefix": "mqtt.topic_prefix", "share_gr
             "client_id": "mqtt.client_id", "ca_file": "mqtt.ca_file", "decoded_cache": "validated_cache"}
 
 
-def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> SinkConfig:
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None, *,
+                need_secret: bool = True) -> SinkConfig:
     """Read ``path`` (TOML, may be None), apply ``overrides`` (dotted keys as in the file,
-    None = unset) and validate. Raises :class:`ConfigError` naming the file and key."""
+    None = unset) and validate. Raises :class:`ConfigError` naming the file and key; a missing
+    ``secret_file`` is one unless ``need_secret`` is False (commands that never mask a vehicle
+    id), and then ``vehicle_secret`` is None. There is no built-in key."""
     where = cfg.where(path)
     fields = cfg.load_fields(path, _KEYS, overrides, renamed=_RENAMED)
     broker = fields.pop("broker", None) or BrokerUrl.parse("mqtt://127.0.0.1:1883")
-    secret = _read_key(where, "secret_file", fields.pop("secret_file", None)) or DEMO_SECRET
+    secret = _read_key(where, "secret_file", fields.pop("secret_file", None))
+    if secret is None and need_secret:
+        raise ConfigError(f"{where}: secret_file: {MISSING_SECRET}")
     token_file = fields.pop("http_token_file", None)
     if token_file is not None:
         fields["http_token"] = _read_key(where, "http_token_file", token_file)

@@ -25,7 +25,7 @@ from .intake import Incoming, MqttIntake
 from .lake import Lake
 from .metrics import SinkStats
 from .quarantine import Quarantine
-from .registry import SchemaRegistry
+from .registry import RegistryFull, SchemaRegistry
 from .staging import NEW, STALE, NewPacket, Staging, StagingError
 from .validator import PacketMessage, Rejected, SchemaMessage, Validator
 from .writer import ValidatedCache
@@ -44,8 +44,8 @@ class Ingest:
         self.registry, self.cache, self.lake, self.mask = registry, cache, lake, mask
         self.topics, self.stats = topics, stats
 
-    def learn(self, message: SchemaMessage) -> None:
-        if self.registry.learn(message.schema, message.payload):
+    def learn(self, message: SchemaMessage, *, pin: bool = False) -> None:
+        if self.registry.learn(message.schema, message.payload, pin=pin):
             self.stats.schemas_learned += 1
 
     def __call__(self, messages: list[Incoming]) -> int:
@@ -54,7 +54,11 @@ class Ingest:
         for m in messages:
             verdict = self.validator.check(m.topic, m.payload)
             if isinstance(verdict, SchemaMessage):
-                self.learn(verdict)
+                try:
+                    self.learn(verdict)
+                except RegistryFull as exc:  # bounded: refused with a reason, intake goes on
+                    self.quarantine.put("schema_registry_full", m.topic, m.payload, str(exc))
+                    continue
                 schemas += 1
                 continue
             if isinstance(verdict, Rejected):

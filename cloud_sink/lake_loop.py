@@ -63,21 +63,28 @@ class LakeLoop:
     def expire_parked(self, now: float | None = None) -> int:
         """Quarantine packets parked longer than ``park_days`` (their schema never arrived), so
         staging stays bounded; returns how many. A packet's bytes leave staging only after its
-        quarantine copy is written, and never while the quarantine is full (then they stay
-        parked, with a warning)."""
+        quarantine copy is written; one the quarantine cannot keep (too large, a failing disk,
+        no quarantine at all) stays parked, with a warning, and is tried again next time."""
         cutoff = (time.time() if now is None else now) - self.park_days * 86400
         queue, total = self.staging.queue, 0
         while True:
-            room = self.quarantine.room()
-            expired = queue.parked_before(cutoff, min(1000, room)) if room else []
-            if not room and queue.parked_before(cutoff, 1):
-                log.warning("the quarantine is full: packets parked over %g days stay in staging", self.park_days)
+            expired = queue.parked_before(cutoff, 1000)
+            kept = []
+            for row in expired:
+                _id, vehicle, _boot, seq, fp, payload = row
+                if not self.quarantine.put("schema_never_arrived", self.topics.telemetry(vehicle), payload,
+                                           f"seq {seq}: schema {fp.hex()} unknown after {self.park_days:g} days",
+                                           only_if_kept=True):
+                    break
+                kept.append(_id)
+            if kept:
+                total += queue.forget_parked(kept)
+            if len(kept) < len(expired):
+                log.warning("the quarantine cannot keep expired parked packets: %d stay in staging",
+                            len(expired) - len(kept))
+                break
             if not expired:
                 break
-            for _id, vehicle, _boot, seq, fp, payload in expired:
-                self.quarantine.put("schema_never_arrived", self.topics.telemetry(vehicle), payload,
-                                    f"seq {seq}: schema {fp.hex()} unknown after {self.park_days:g} days")
-            total += queue.forget_parked([row[0] for row in expired])
         if total:
             log.warning("%d parked packets quarantined: their schema never arrived", total)
         return total

@@ -20,7 +20,9 @@ import dbc as dbc_files
 from minute_packet import SchemaError, schema_from_dbc
 from minute_packet.schema import SCHEMA_VERSION, SCHEMA_VERSIONS
 
-from .config import SinkConfig
+from dcm_base.errors import ConfigError
+
+from .config import MISSING_SECRET, SinkConfig
 from .events import EventOutbox
 from .http import Sample, serve
 from .ingest import Ingest, IntakeLoop
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 
 class Sink:
     def __init__(self, config: SinkConfig) -> None:
+        if config.vehicle_secret is None:  # no built-in key: the lake's vehicle ids would be reversible
+            raise ConfigError(f"secret_file: {MISSING_SECRET}")
         self.config = config
         self.topics = config.topics
         self.stats = SinkStats()
@@ -54,9 +58,11 @@ class Sink:
             log.warning("lake %s not reachable at start (%s); its layout is checked at the first write",
                         config.lake_root, exc)
         self.staging = Staging(config.state_path)
-        self.quarantine = Quarantine(config.quarantine_dir)
+        self.quarantine = Quarantine(config.quarantine_dir, max_files=config.quarantine_max_files,
+                                     max_bytes=config.quarantine_max_bytes)
         self.outbox = EventOutbox()
-        self.registry = SchemaRegistry(self.staging, self.outbox)
+        self.registry = SchemaRegistry(self.staging, self.outbox, max_schemas=config.max_schemas,
+                                       max_bytes=config.max_schema_bytes)
         self.schemas = self.registry.schemas
         self.mask = MaskCache(config.vehicle_secret)
         self.cache = ValidatedCache(config.validated_cache)
@@ -77,7 +83,7 @@ class Sink:
                     if version == SCHEMA_VERSION:
                         raise
                     continue  # v1 naming cannot serve this DBC: no v1 gateway could have sent it either
-                self.ingest.learn(SchemaMessage(schema, schema.to_json()))
+                self.ingest.learn(SchemaMessage(schema, schema.to_json()), pin=True)
         self.writer = LakeWriter(self.lake, self.staging, self.quarantine, worker_id=config.worker,
                                  schemas=self.schemas, mask=self.mask, cache=self.cache,
                                  chunk_packets=config.chunk_packets, row_group_rows=config.row_group_rows)

@@ -11,6 +11,7 @@ refused.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS schema_use (
     scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, first_seen REAL NOT NULL,
     PRIMARY KEY (scope, key, fingerprint)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS schema_use_fingerprint ON schema_use (fingerprint);  -- is a schema used (pruning)
 CREATE TABLE IF NOT EXISTS schema_current (  -- the fingerprint each model and vehicle sent last
     scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL, PRIMARY KEY (scope, key)
 ) WITHOUT ROWID;
@@ -66,9 +68,13 @@ class StagingError(ServiceError):
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating or migrating) a staging database: WAL, ``synchronous=FULL``, autocommit
-    mode (callers open their own transactions)."""
+    mode (callers open their own transactions). A new database is created mode 0600 (it holds
+    raw vehicle ids); SQLite gives its WAL and shared-memory files the same mode."""
     try:
+        _create_private(path)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except OSError as exc:
+        raise StagingError(f"{path}: {exc.strerror or exc}") from exc
     except sqlite3.Error as exc:
         raise StagingError(f"{path}: {exc}") from exc
     try:
@@ -83,6 +89,18 @@ def connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (an existing file keeps its mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)  # the umask could only have narrowed it; say it explicitly
+    finally:
+        os.close(fd)
 
 
 def _open_layout(db: sqlite3.Connection, path: Path) -> None:

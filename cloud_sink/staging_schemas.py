@@ -26,8 +26,27 @@ class SchemaStore:
             (fingerprint, payload, now)).rowcount == 1)
 
     def all(self) -> list[tuple[bytes, bytes]]:
-        """(fingerprint, schema JSON) of every learned schema."""
-        return [(bytes(f), bytes(j)) for f, j in self.db.read("SELECT fingerprint, json FROM schemas")]
+        """(fingerprint, schema JSON) of every learned schema, oldest first."""
+        return [(bytes(f), bytes(j)) for f, j in self.db.read(
+            "SELECT fingerprint, json FROM schemas ORDER BY first_seen, fingerprint")]
+
+    def in_use(self, fingerprints: Sequence[bytes]) -> set[bytes]:
+        """Those of ``fingerprints`` some model or vehicle used, or some pending packet carries
+        (a schema the lake writer may still need)."""
+        out: set[bytes] = set()
+        for k in range(0, len(fingerprints), 400):
+            part = list(fingerprints[k:k + 400])
+            marks = ",".join("?" * len(part))
+            out.update(bytes(f) for (f,) in self.db.read(
+                f"SELECT DISTINCT fingerprint FROM schema_use WHERE fingerprint IN ({marks})"
+                f" UNION SELECT DISTINCT fingerprint FROM packets WHERE pending = 1 AND fingerprint IN ({marks})",
+                part + part))
+        return out
+
+    def forget(self, fingerprints: Sequence[bytes]) -> int:
+        """Delete learned schemas (never used ones: see :meth:`in_use`); returns how many."""
+        return self.db.tx(lambda c: sum(
+            c.execute("DELETE FROM schemas WHERE fingerprint = ?", (f,)).rowcount for f in fingerprints))
 
     def state(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[bytes, set[bytes]]]:
         """For each known (scope, key): its current fingerprint and every fingerprint it ever used.
@@ -67,3 +86,7 @@ class SchemaStore:
         rows = self.db.read("SELECT id, time, scope, key, old_fingerprint, new_fingerprint, detail"
                             " FROM schema_events ORDER BY id")
         return [(i, t, s, k, bytes(o) if o is not None else None, bytes(n), d) for i, t, s, k, o, n, d in rows]
+
+    def prune_events(self, before: float) -> int:
+        """Delete the schema events stored before Unix time ``before`` (retention); returns how many."""
+        return self.db.tx(lambda c: c.execute("DELETE FROM schema_events WHERE time < ?", (before,)).rowcount)

@@ -11,7 +11,7 @@ import json
 TARGETS = {"codec": "bench.codec_bench", "gateway": "bench.gateway_bench", "simulate": "bench.simulate_bench",
            "sink": "bench.sink_bench", "staging": "bench.staging_bench",
            "alerts": "bench.alerts_bench", "views": "bench.views_bench",
-           "api": "bench.api_bench"}
+           "api": "bench.api_bench", "faults": "bench.faults_bench"}
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

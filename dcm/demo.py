@@ -11,6 +11,7 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import secrets
 import tempfile
 import threading
 import time
@@ -36,7 +37,17 @@ from .groundtruth import FrameRecorder, compare, read_lake_vehicle
 
 log = logging.getLogger(__name__)
 
-DEMO_SECRET = b"dcm-demo-secret"
+
+
+def demo_secret(work: Path) -> bytes:
+    """The demo's throw-away masking key, ``<work>/sink/mask.key`` (mode 0600), made on first use
+    (random: a key that ships in the code would make the lake's vehicle ids reversible)."""
+    from .pki import write_private
+
+    path = work / "sink" / "mask.key"
+    if not path.exists():
+        write_private(path, secrets.token_hex(32).encode())
+    return path.read_bytes().strip()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +87,7 @@ def _rules_done(path: Path) -> int:
     return sum(c.get(k, 0) for k in ("applied", "duplicates", "replays", "too_late", "waiting_for_schema"))
 
 
-def _trip_count(lake: Path, ops_source: str) -> int:
+def _trip_count(lake: Path, ops_source: str, secret: bytes) -> int:
     from batch_layer.config import BatchConfig
     from batch_layer.engine import DuckDBEngine
     from batch_layer.enrich import load_operational
@@ -86,7 +97,7 @@ def _trip_count(lake: Path, ops_source: str) -> int:
     engine = DuckDBEngine(threads=2)
     try:
         return full_views(engine, list_lake(str(lake)), BatchConfig(),
-                          load_operational(ops_source, DEMO_SECRET))["trips"].num_rows
+                          load_operational(ops_source, secret))["trips"].num_rows
     finally:
         engine.close()
 
@@ -108,9 +119,10 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
     run_id = uuid.uuid4().hex[:8]
     prefix = settings.topic_prefix or f"dcm-demo-{run_id}"
     start = settings.start_time or int(time.time()) // 60 * 60
+    secret = demo_secret(work)
     sink = Sink(SinkConfig(
         broker=broker, lake_root=work / "lake", state_path=work / "sink" / "state.sqlite",
-        quarantine_dir=work / "sink" / "quarantine", vehicle_secret=DEMO_SECRET, topic_prefix=prefix,
+        quarantine_dir=work / "sink" / "quarantine", vehicle_secret=secret, topic_prefix=prefix,
         client_id=f"dcm-sink-{run_id}", dbc_paths=(settings.dbc_path,), roll_interval_s=3600,
     ))
     sink_task = asyncio.create_task(sink.run(), name="sink")
@@ -180,7 +192,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
     for vid, rec in zip(vehicles, recorders):
         expected = rec.expected(schema)
         expected_rows += len(expected)
-        stored = read_lake_vehicle(work / "lake", mask_vehicle(DEMO_SECRET, vid))
+        stored = read_lake_vehicle(work / "lake", mask_vehicle(secret, vid))
         rows_written += len(stored)
         mismatches += compare(expected, stored, (c.name for c in schema.columns if c.aggregate == "last"))
     packet_bytes = sum(g.stats.packet_bytes for g in gateways)
@@ -192,7 +204,7 @@ async def _run(settings: DemoSettings, db: Any, broker: BrokerUrl, work: Path, p
         alerts.close()
     say("computing trips and scores from the lake")
     ops = write_operational(work / "ops", fleet, vehicles, min(start, fleet.spec.start_time if fleet else start) - 86400)
-    trips = await asyncio.to_thread(_trip_count, work / "lake", ops)
+    trips = await asyncio.to_thread(_trip_count, work / "lake", ops, secret)
     return {
         "vehicles": settings.vehicles,
         "duration_s": settings.duration_s,

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .demo import DEMO_SECRET
+from .demo import demo_secret
 
 TOKEN_TTL_S = 7 * 86400
 
@@ -23,11 +23,11 @@ def demo_api(work: Path, listen: str = "127.0.0.1:8480"):
 
     api = work / "api"
     api.mkdir(parents=True, exist_ok=True)
-    (api / "key.bin").write_bytes(DEMO_SECRET)
+    demo_secret(work)  # the sink's throw-away key, made by the demo run
     (api / "api.toml").write_text(f"""# written by dcm demo --serve
 listen = "{listen}"
 tokens = "tokens.sqlite"
-secret_file = "key.bin"
+secret_file = "../sink/mask.key"
 [sources]
 lake = "../lake"
 sink_state = ["../sink/state.sqlite"]

@@ -1,11 +1,13 @@
-"""``dcm sink``: store packets from the broker in a Parquet lake; ``gaps`` and ``compact`` subcommands.
+"""``dcm sink``: store packets from the broker in a Parquet lake; ``init``, ``gaps`` and ``compact`` subcommands.
 
 ::
 
-    dcm sink [--config sink.toml] [flags]          run the sink (flags override the file)
+    dcm sink init --config sink.toml [--broker URL] [--lake ROOT]   make the secrets (0600) and a config
+    dcm sink [--config sink.toml] [flags]          run the sink (flags override the file; secret_file required)
     dcm sink --config sink.toml --check-config     validate the configuration and exit
     dcm sink gaps --config sink.toml [--state DB]  missing seq ranges per vehicle and boot
     dcm sink compact --config sink.toml            merge small files of each lake partition
+    dcm sink retain --config sink.toml [--json]    expire lake partitions, rejects, events, keys, alerts by age
 """
 from __future__ import annotations
 
@@ -13,14 +15,17 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    s = sub.add_parser("sink", help="store packets from the broker in a Parquet lake (also: gaps, compact)")
-    s.add_argument("action", nargs="?", choices=("run", "gaps", "compact"), default="run")
+    s = sub.add_parser("sink", help="store packets from the broker in a Parquet lake"
+                                    " (also: init, gaps, compact, retain)")
+    s.add_argument("action", nargs="?", choices=("run", "init", "gaps", "compact", "retain"),
+                   default="run")
     s.add_argument("--config", type=Path, help="TOML config file (see cloud_sink/config.py)")
     s.add_argument("--broker")
     s.add_argument("--lake", help="lake root: a folder or a URI (file:///..., s3://bucket/prefix)")
@@ -29,7 +34,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="staging database (gaps: repeat to combine the workers of a share group)")
     s.add_argument("--quarantine", type=Path)
     s.add_argument("--dbc", type=Path, action="append", default=[], help="DBC whose schema is known up front")
-    s.add_argument("--secret-file", type=Path, help="key for masking vehicle ids (required outside demos)")
+    s.add_argument("--secret-file", type=Path, help="key for masking vehicle ids (required; `dcm sink init` makes one)")
     s.add_argument("--topic-prefix")
     s.add_argument("--share-group", help="MQTT v5 shared subscription group, for N workers")
     s.add_argument("--client-id")
@@ -40,12 +45,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--http-token-file", type=Path, help="file holding the bearer token the HTTP API requires")
     s.add_argument("--ca-file", type=Path, help="CA certificate of an mqtts:// broker")
     s.add_argument("--min-age", type=float, default=3600.0, help="compact: only files older than this (s)")
-    s.add_argument("--json", action="store_true", help="gaps/compact: print JSON")
+    s.add_argument("--json", action="store_true", help="init/gaps/compact/retain: print JSON")
     s.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     return s
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, *, need_secret: bool = True):
     from cloud_sink.config import load_config
 
     overrides = {
@@ -56,7 +61,7 @@ def _config(args: argparse.Namespace):
         "worker_id": args.worker_id, "lake.roll_interval_s": args.roll_interval, "lake.roll_mib": args.roll_mib,
         "http": args.http, "http_token_file": args.http_token_file, "mqtt.ca_file": args.ca_file,
     }
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, need_secret=need_secret)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
 
     from dcm.cli import print_check
 
-    config = _config(args)
+    if args.action == "init":
+        return _init(args)
+    config = _config(args, need_secret=args.action == "run")  # gaps, compact and retain never mask an id
     if args.check_config:
         print_check(check(config, str(args.config) if args.config else "command line"))
         return 0
@@ -72,18 +79,33 @@ def run(args: argparse.Namespace) -> int:
         return _gaps(args, config)
     if args.action == "compact":
         return _compact(args, config)
+    if args.action == "retain":
+        return _retain(args, config)
     return _serve(config)
 
 
+def _init(args: argparse.Namespace) -> int:
+    from dcm_base.errors import InputError
+
+    from dcm.sink_init import init_sink
+
+    if args.config is None:
+        raise InputError("init: --config PATH names the sink.toml to create (its secrets go beside it)")
+    made = init_sink(args.config, broker=args.broker or "mqtt://127.0.0.1:1883", lake=args.lake or "lake")
+    if args.json:
+        print(json.dumps(made))
+    else:
+        print(f"wrote {made['config']}, {made['secret_file']} and {made['http_token_file']} (mode 0600);"
+              f" check it: dcm sink --config {made['config']} --check-config")
+    return 0
+
+
 def _serve(config) -> int:
-    from cloud_sink.config import DEMO_SECRET
     from cloud_sink.service import Sink
     from dcm.service_runner import run_until_signal
 
     from dcm.allocator import keep_freed_memory
 
-    if config.vehicle_secret == DEMO_SECRET:
-        log.warning("no secret_file: masking vehicle ids with the public demo key")
     keep_freed_memory()  # the lake writer reuses its chunk arrays instead of faulting in fresh pages
     run_until_signal(Sink(config))
     return 0
@@ -107,6 +129,29 @@ def _gaps(args: argparse.Namespace, config) -> int:
             span = str(g.first) if g.first == g.last else f"{g.first}-{g.last}"
             print(f"{g.vehicle}\t{g.boot.hex()}\t{span}\t{g.missing}")
         print(f"{len(gaps)} gaps, {sum(g.missing for g in gaps)} packets missing", file=sys.stderr)
+    return 0
+
+
+def _retain(args: argparse.Namespace, config) -> int:
+    from cloud_sink.retention import DAY_S, retain
+
+    now = time.time()
+    report = retain(config, now)
+    if config.alerts_days is not None:
+        from speed_layer.store import Store
+
+        report["alerts"] = {}
+        for path in config.alert_stores:
+            store = Store(path)  # beside a live rule worker: one transaction, WAL, busy timeout
+            try:
+                report["alerts"][str(path)] = store.expire_alerts(now - config.alerts_days * DAY_S)
+            finally:
+                store.close()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for part, figures in report.items():
+            print(f"{part}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
     return 0
 
 

@@ -38,6 +38,7 @@
         ├── GatewayError            acquisition or storage stopped the gateway   (gateway.service)
         ├── OutboxError             the outbox cannot store or read a packet     (gateway.outbox)
         ├── StagingError            the sink's staging database failed           (cloud_sink.staging_db)
+        ├── RegistryFull            no room for a new schema: all held are in use (cloud_sink.registry)
         ├── LakeError               writing or reading the lake failed           (cloud_sink.lake)
         ├── CompactionError         a partition could not be compacted           (cloud_sink.compact)
         ├── MqttMuxError            the fleet's MQTT connections failed          (simulator.mqtt_mux)

@@ -208,6 +208,21 @@ class Store:
                                   " acknowledged_at IS NULL", (at or time.time(), time.time(), alert_id))
         return cur.rowcount == 1
 
+    def expire_alerts(self, before: float) -> int:
+        """Delete the alerts closed before Unix time ``before`` (retention), with their delivery
+        marks and before-images; open alerts and alerts still waiting for a delivery stay. One
+        transaction, so a rule worker running beside it sees all or nothing. Returns how many."""
+        with self.transaction():
+            ids = [r[0] for r in self.db.execute(
+                "SELECT id FROM alerts WHERE status != 'open' AND COALESCE(end_t, start) < ? AND updated_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.alert_id = alerts.id)", (before, before))]
+            for k in range(0, len(ids), 500):
+                part = ids[k:k + 500]
+                marks = ",".join("?" * len(part))
+                for table, column in (("notified", "alert_id"), ("undo", "alert_id"), ("alerts", "id")):
+                    self.db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", part)
+        return len(ids)
+
     def alerts_version(self) -> tuple[int, float]:
         """Changes whenever an alert is written, removed or acknowledged: (count, newest update)."""
         n, newest = self.db.execute("SELECT count(*), COALESCE(max(updated_at), 0) FROM alerts").fetchone()

@@ -27,3 +27,18 @@ def test_bench_targets_run_and_print_their_figures(argv, keys, capsys):
         for part in key.split("."):
             value = value[part]
         assert isinstance(value, (int, float)) and (value > 0 or key.endswith("lost")), key
+
+
+def test_bench_faults_prints_fuzz_and_flood_figures_with_their_bounds(capsys):
+    """The cheap parts of ``dcm bench faults`` (kill trials and network faults have their own tests:
+    test_fault_kill_*.py, test_fault_chain.py): no fuzz crash, the flood's quarantine and registry
+    within their budgets, its peak RSS beside the valid-packet baseline's."""
+    assert dcm_main(["bench", "faults", "--json", "--skip", "kill", "--skip", "network", "--fuzz-cases", "80",
+                     "--flood", "600"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["fuzz"]["cases"] >= 70 and result["totals"]["fuzz_crashes"] == 0
+    flood = result["flood"]
+    assert flood["hostile"]["rejects"] > 0 and flood["hostile"]["quarantine_evicted"] > 0
+    assert flood["quarantine_bytes_on_disk"] <= flood["quarantine_budget_bytes"]
+    assert flood["schemas_held"] <= flood["schema_budget"] + 2  # + the pinned reference schemas
+    assert flood["peak_rss_mib"] > 0 and flood["baseline_peak_rss_mib"] > 0

@@ -114,7 +114,8 @@ def test_relative_paths_are_relative_to_the_config_file_as_for_the_sink(tmp_path
     gw = tmp_path / "etc" / "gw.toml"
     gw.write_text(GOOD.replace(f'path = "{dbc.REFERENCE_DBC}"', 'path = "car.dbc"'))
     sink = tmp_path / "etc" / "sink.toml"
-    sink.write_text('state = "st/s.sqlite"\n[lake]\nroot = "lake"\n')
+    sink.write_text('secret_file = "mask.key"\nstate = "st/s.sqlite"\n[lake]\nroot = "lake"\n')
+    (tmp_path / "etc" / "mask.key").write_text("0123456789abcdef")
     monkeypatch.chdir(tmp_path)
     cfg = load(gw)
     assert (cfg.outbox_path, cfg.dbc_path) == (tmp_path / "etc" / "outbox.sqlite", tmp_path / "etc" / "car.dbc")

@@ -97,7 +97,8 @@ def test_broker_outage_loses_nothing_and_backlog_arrives_in_order(tmp_path):
     status = online[-1]
     assert status["vehicle_id"] == "VOUT" and status["boot_id"] == gt.gw.boot_id.hex()
     assert status["versions"]["dcm"] and status["schema"] == gt.gw.schema.fingerprint.hex()
-    assert {"depth", "bytes", "budget", "evicted_packets", "evicted_bytes"} <= set(status["outbox"])
+    assert {"depth", "bytes", "budget", "budget_now", "evicted_packets", "evicted_bytes", "disk_evicted_packets",
+            "disk_full"} <= set(status["outbox"])
     assert {"synchronised", "correction_ms", "steps_forward", "steps_backward"} <= set(status["clock"])
     assert status["frames"] > 0 and status["packets_made"] >= 4
 

@@ -384,8 +384,12 @@ def test_packets_whose_schema_never_arrives_are_quarantined_after_park_days(tmp_
 
 
 def test_parked_packets_stay_when_the_quarantine_is_full_or_fails(tmp_path, schemas):
-    """Expiry never loses a packet: with the quarantine full they stay parked; when writing the
-    quarantine copy fails, the error surfaces and the packet stays staged."""
+    """Expiry never loses a packet: with no room in the quarantine they stay parked; when writing
+    the quarantine copy fails (a full disk), they stay staged too and are not counted as rejects."""
+    import errno
+
+    import faultpoints
+
     _, new = schemas
     boot = uuid.uuid4().bytes
     sink = _sink(tmp_path, park_days=1)
@@ -394,16 +398,18 @@ def test_parked_packets_stay_when_the_quarantine_is_full_or_fails(tmp_path, sche
     sink.quarantine.max_files = 0
     assert sink.expire_parked(now=later) == 0 and sink.staging.queue.pending() == 3
     sink.quarantine.max_files = 10
-    real_put = sink.quarantine._put
 
-    def failing(*args):
-        raise OSError("disk full")
+    def disk_full(point: str) -> None:
+        if point == "sink.quarantine.write":
+            raise OSError(errno.ENOSPC, "No space left on device")
 
-    sink.quarantine._put = failing
-    with pytest.raises(OSError):
-        sink.expire_parked(now=later)
-    assert sink.staging.queue.pending() == 3
-    sink.quarantine._put = real_put
+    faultpoints.set_hook(disk_full)
+    try:
+        assert sink.expire_parked(now=later) == 0
+    finally:
+        faultpoints.reset()
+    assert sink.staging.queue.pending() == 3 and sink.quarantine.write_errors == 1
+    assert sink.quarantine.by_reason["schema_never_arrived"] == 0 and sink.quarantine.dropped == 0
     assert sink.expire_parked(now=later) == 3 and sink.staging.queue.pending() == 0
     assert len(list((tmp_path / "quarantine" / "schema_never_arrived").glob("*.bin"))) == 3
     sink.staging.close()

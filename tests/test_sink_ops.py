@@ -160,7 +160,8 @@ def test_http_token_from_the_config_file_is_required_on_every_route(tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token-0123456789\n")
     toml = tmp_path / "sink.toml"
-    toml.write_text('http = "127.0.0.1:0"\nhttp_token_file = "token"\n'
+    (tmp_path / "mask.key").write_text("0123456789abcdef")
+    toml.write_text('secret_file = "mask.key"\nhttp = "127.0.0.1:0"\nhttp_token_file = "token"\n'
                     f'[lake]\nroot = "{(tmp_path / "lake").as_posix()}"\n')
     config = load_config(toml, {"state": tmp_path / "s.sqlite", "quarantine": tmp_path / "q"})
     assert config.http_token == b"s3cret-token-0123456789"
