@@ -28,7 +28,7 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     buckets = 64
     roll_mib = 128                 # cut a batch when this many staged bytes wait ...
     roll_interval_s = 900          # ... or when the oldest waiting packet is this old
-    compression = "snappy"         # live files: cheap per file (the vehicle layout writes many)
+    compression = "lz4"            # live files: cheap to write (snappy, zstd, none also work)
     compact_compression = "zstd"   # files merged by `dcm sink compact`: smaller, read for years
     max_batch_packets = 20000      # also cut a batch when this many packets wait
     chunk_packets = 64             # packets decoded at once while writing
@@ -69,7 +69,7 @@ class SinkConfig:
     dbc_paths: tuple[Path, ...] = ()  # schemas known up front (default collection)
     layout: str = "vehicle"
     buckets: int = 64
-    compression: str = "snappy"
+    compression: str = "lz4"
     compact_compression: str = "zstd"
     roll_bytes: int = 128 << 20
     roll_interval_s: float = 900.0
