@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buckets", type=int, default=4, help="bucket layout: vehicle buckets per model and day")
     p.add_argument("--compression", default="lz4", help="Parquet codec of live files (lz4, snappy, zstd, none)")
     p.add_argument("--chunk", type=int, default=64, help="packets decoded and tabled at once while writing")
-    p.add_argument("--row-group-rows", type=int, default=32768, help="rows per Parquet row group")
+    p.add_argument("--row-group-rows", type=int, default=16384, help="rows per Parquet row group")
     p.add_argument("--no-baseline", action="store_true", help="skip the (slow) JSON baseline")
     p.add_argument("--seed", type=int, default=11)
 

@@ -32,7 +32,7 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     compact_compression = "zstd"   # files merged by `dcm sink compact`: smaller, read for years
     max_batch_packets = 20000      # also cut a batch when this many packets wait
     chunk_packets = 64             # packets decoded at once while writing
-    row_group_rows = 32768         # rows per Parquet row group
+    row_group_rows = 16384         # rows per Parquet row group (and per table the writer builds)
 
 Loaded by the shared loader (:mod:`dcm_base.config`), as the gateway's config is:
 errors read ``<file>: <key>: <problem>``, relative paths in the file are relative
@@ -75,7 +75,7 @@ class SinkConfig:
     roll_interval_s: float = 900.0
     max_batch_packets: int = 20_000  # a batch never holds more packets (bounds its key list in RAM)
     chunk_packets: int = 64  # decoded at once while writing (small: the decode stays in the CPU cache)
-    row_group_rows: int = 32768  # rows per Parquet row group (bounds the rows held before a write)
+    row_group_rows: int = 16384  # rows per Parquet row group and per table built (bounds the rows held)
     validated_cache: int = 1000  # packets validated at intake kept for the writer
     intake_batch: int = 500
     queue_size: int = 1000

@@ -46,7 +46,7 @@ def test_the_chunk_decoder_gives_the_per_packet_reference_values(seed):
     infos = [validate(encode(p)) for p in packets]
     assert {int(w) for i in infos for w in i.widths} >= {0, 1, 2, 4, 8, 255}
     rows = rng.permutation(ncol)
-    got = fill_many(infos, rows)
+    got = fill_many(infos, rows, chunk=4)  # chunks of 4, 4 and 1
     assert got is not None
     values, present = got
     for i, (p, info) in enumerate(zip(packets, infos)):
