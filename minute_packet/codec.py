@@ -235,8 +235,13 @@ def decode(data: bytes) -> MinutePacket:
     return materialize(validate(data))
 
 
-def validate(data: bytes) -> PacketInfo:
-    """Validate a packet's wire form exactly as :func:`decode` does, without building its matrices."""
+def validate(data: bytes, *, reference: bool = False) -> PacketInfo:
+    """Validate a packet's wire form exactly as :func:`decode` does, without building its matrices.
+
+    The body is read by a typed msgpack decoder (:mod:`minute_packet.codec_typed`, msgspec) that
+    checks every field's type in C; a body it refuses (a wrong type, an unknown or missing field,
+    not msgpack at all) goes through the plain path, msgpack plus checks in Python, which gives the
+    error. ``reference=True`` uses the plain path only (tests compare the two)."""
     if len(data) > MAX_PACKET_BYTES:
         raise PacketDecodeError("too_large", f"{len(data)} bytes exceeds {MAX_PACKET_BYTES}")
     if len(data) < 4 or data[:2] != MAGIC:
@@ -259,6 +264,12 @@ def validate(data: bytes) -> PacketInfo:
         raw = _decompressor().decompress(frame, max_output_size=MAX_BODY_BYTES)
     except zstandard.ZstdError as exc:
         raise PacketDecodeError("corrupt_compression", str(exc)) from None
+    if not reference:
+        from .codec_typed import check_typed  # builds on this module
+
+        info = check_typed(raw)
+        if info is not None:
+            return info
     try:
         body = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_array_len=MAX_COLUMNS)
     except Exception as exc:  # msgpack raises several unrelated types
