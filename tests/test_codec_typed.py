@@ -3,7 +3,6 @@ Python checks): the same packet, or the same error (reason and detail), for the 
 vectors, bodies of random field values and types (the fuzzer's), and mutated real packets."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
