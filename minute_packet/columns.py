@@ -100,19 +100,22 @@ def fill_many(infos: list[PacketInfo], rows: np.ndarray, *,
     present = np.empty((ncol, count * nrow), dtype=bool)
     source = np.empty(ncol, dtype=np.int64)  # row r holds schema column source[r]
     source[rows] = np.arange(ncol)
+    lines = values.view(np.int64).reshape(ncol * count, nrow)  # line r * count + i: row r of packet i
     for a in range(0, count, chunk):
         part = infos[a:a + chunk]
         v = values[:, a * nrow:(a + len(part)) * nrow].view(np.int64)
         p = present[:, a * nrow:(a + len(part)) * nrow]
         v.shape = p.shape = (ncol, len(part), nrow)  # views (raises rather than copy)
-        _fill_chunk(part, rows, source, v, p)
+        _fill_chunk(part, rows, source, v, p, lines, rows * count + a)
     return values, present
 
 
 def _fill_chunk(infos: list[PacketInfo], rows: np.ndarray, source: np.ndarray, out: np.ndarray,
-                present: np.ndarray) -> None:
+                present: np.ndarray, lines: np.ndarray, line_of: np.ndarray) -> None:
     """:func:`fill_many` for one chunk, into ``out`` (int64) and ``present`` of shape
-    (columns, packets, n)."""
+    (columns, packets, n); ``lines`` is the whole value matrix as one line of n values per
+    (row, packet), where schema column c of the chunk's packet i is line ``line_of[c] + i``
+    (one index per line: numpy's fast path, not a two-index scatter)."""
     nrow, ncol, count = infos[0].rows, infos[0].columns, len(infos)
     full = b"\xff" * (ncol * nrow // 8)
     bits = np.unpackbits(np.frombuffer(b"".join([p.mask or full for p in infos]), np.uint8))
@@ -120,8 +123,7 @@ def _fill_chunk(infos: list[PacketInfo], rows: np.ndarray, source: np.ndarray, o
     present[:] = np.take(bits.view(bool).reshape(count, ncol, nrow), source, axis=1).transpose(1, 0, 2)
     first = np.stack([p.first for p in infos]).view(np.int64)  # (packets, columns)
     widths = np.stack([p.widths for p in infos])  # (packets, columns)
-    packet, column = np.nonzero((widths == 0) | (widths == 255))
-    out[rows[column], packet, :] = first[packet, column][:, None]  # constant and all-missing columns
+    out[...] = first.T[source][:, :, None]  # every column its first value: right for constant and missing ones
     for w in (1, 2, 4, 8):
         blobs = [p.deltas[w] for p in infos if w in p.deltas]
         if not blobs:
@@ -142,4 +144,4 @@ def _fill_chunk(infos: list[PacketInfo], rows: np.ndarray, source: np.ndarray, o
         sums[1:] = d.T
         for r in range(1, nrow):
             np.add(sums[r], sums[r - 1], out=sums[r])  # int64 sums wrap like the encoder's differences
-        out[rows[column], packet, :] = sums.T
+        lines[line_of[column] + packet] = sums.T
