@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--packets-per-vehicle", type=int, default=15, help="minutes per vehicle (15 = one 15-min roll)")
     p.add_argument("--minutes", type=int, default=3, help="reference source: distinct simulated minutes to replicate")
     p.add_argument("--batch", type=int, default=3000, help="packets per lake batch")
-    p.add_argument("--layout", choices=("vehicle", "bucket", "both"), default="vehicle")
+    p.add_argument("--layout", choices=("vehicle", "bucket", "both"), default="bucket")
     p.add_argument("--buckets", type=int, default=4, help="bucket layout: vehicle buckets per model and day")
     p.add_argument("--compression", default="lz4", help="Parquet codec of live files (lz4, snappy, zstd, none)")
     p.add_argument("--chunk", type=int, default=64, help="packets decoded and tabled at once while writing")

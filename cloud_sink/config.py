@@ -24,7 +24,7 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
 
     [lake]
     root = "lake"                  # or "file:///srv/lake", "s3://bucket/lake?endpoint_override=..."
-    layout = "vehicle"             # or "bucket"
+    layout = "bucket"              # or "vehicle" (a folder per vehicle: small fleets)
     buckets = 64
     roll_mib = 128                 # cut a batch when this many staged bytes wait ...
     roll_interval_s = 900          # ... or when the oldest waiting packet is this old
@@ -67,7 +67,7 @@ class SinkConfig:
     client_id: str = "dcm-sink"
     worker_id: str | None = None  # in lake file names; defaults to client_id
     dbc_paths: tuple[Path, ...] = ()  # schemas known up front (default collection)
-    layout: str = "vehicle"
+    layout: str = "bucket"
     buckets: int = 64
     compression: str = "lz4"
     compact_compression: str = "zstd"
