@@ -5,10 +5,10 @@ Layout (Hive partitions, readable by plain DuckDB/Spark/pyarrow)::
     <root>/model=<model>/date=<YYYY-MM-DD>/vehicle=<masked id>/part-<worker>-<batch>-<fingerprint>.parquet
     <root>/model=<model>/date=<YYYY-MM-DD>/vehicle_bucket=<nn>/part-<worker>-<batch>-<fingerprint>.parquet
 
-The first ("vehicle" layout, the default) gives every masked vehicle its own
-folder; the second ("bucket" layout) hashes masked ids into ``buckets``
-folders and stores the masked id in a ``vehicle`` column, which keeps files
-large for big fleets. The raw vehicle id never reaches the lake: the masked
+The first ("vehicle" layout) gives every masked vehicle its own folder, for
+small fleets; the second ("bucket" layout, the default) hashes masked ids into
+``buckets`` folders and stores the masked id in a ``vehicle`` column, which
+keeps files large for big fleets. The raw vehicle id never reaches the lake: the masked
 id is a keyed HMAC of it. The root is a local path or any URI
 ``pyarrow.fs.FileSystem.from_uri`` understands (``file:///...``,
 ``s3://bucket/prefix?endpoint_override=...``).
@@ -72,7 +72,7 @@ def date_of(day: int) -> str:
 class Lake:
     """A lake root plus its layout."""
 
-    def __init__(self, root: str | Path, *, layout: str = "vehicle", buckets: int = 64,
+    def __init__(self, root: str | Path, *, layout: str = "bucket", buckets: int = 64,
                  compression: str = "lz4") -> None:
         if layout not in LAYOUTS:
             raise LakeRootError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -108,6 +108,10 @@ class Lake:
         try:
             raw = self.read_bytes(LAKE_DESCRIPTION)
         except FileNotFoundError:
+            other = self._other_layout()
+            if other:  # written before lakes recorded their layout, by a sink of the other one
+                raise LakeRootError(f"lake root {self.root!r} holds {other} folders of the other layout;"
+                                    f" this sink is configured for layout {self.layout!r}") from None
             if self.local:
                 self.fs.create_dir(self.base, recursive=True)
             self.write_bytes(LAKE_DESCRIPTION, json.dumps(want).encode())
@@ -122,6 +126,19 @@ class Lake:
                                 f" with buckets {have.get('buckets') if isinstance(have, dict) else None};"
                                 f" this sink is configured for layout {self.layout!r}, buckets {want['buckets']}")
         self._claimed = True
+
+    def _other_layout(self) -> str | None:
+        """A partition folder name of the other layout under the first model and date found (three
+        listings, whatever the lake's size), for a root written before it recorded its layout."""
+        other = "vehicle_bucket=" if self.layout == "vehicle" else "vehicle="
+        rel = ""
+        for prefix in ("model=", "date="):
+            found = sorted(i.base_name for i in self.list_dir(rel) if i.type == pafs.FileType.Directory
+                           and i.base_name.startswith(prefix))
+            if not found:
+                return None
+            rel = f"{rel}/{found[0]}" if rel else found[0]
+        return next((i.base_name for i in self.list_dir(rel) if i.base_name.startswith(other)), None)
 
     def partition(self, model: str, day: int, part: str) -> str:
         level = "vehicle" if self.layout == "vehicle" else "vehicle_bucket"
