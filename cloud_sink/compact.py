@@ -135,7 +135,7 @@ def _merge(lake: Lake, partition: str, inputs: list[str], compression: str) -> t
     manifest = {"inputs": sorted(inputs), "output": output, "rows": merged.num_rows,
                 "time": dt.datetime.now(dt.timezone.utc).isoformat()}
     lake.write_bytes(f"{partition}/{MANIFEST_PREFIX}{digest}.json", json.dumps(manifest).encode())
-    out = lake.open_writer(f"{partition}/{output}", merged.schema, compression)
+    out = lake.open_writer(f"{partition}/{output}", merged.schema, compression, live=False)
     try:
         if merged.num_rows:
             out.write(merged)

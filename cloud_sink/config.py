@@ -36,15 +36,15 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
 
     [lake]
     root = "lake"                  # or "file:///srv/lake", "s3://bucket/lake?endpoint_override=..."
-    layout = "vehicle"             # or "bucket"
+    layout = "bucket"              # or "vehicle" (a folder per vehicle: small fleets)
     buckets = 64
     roll_mib = 128                 # cut a batch when this many staged bytes wait ...
     roll_interval_s = 900          # ... or when the oldest waiting packet is this old
-    compression = "snappy"         # live files: cheap per file (the vehicle layout writes many)
+    compression = "lz4"            # live files: cheap to write (snappy, zstd, none also work)
     compact_compression = "zstd"   # files merged by `dcm sink compact`: smaller, read for years
     max_batch_packets = 20000      # also cut a batch when this many packets wait
     chunk_packets = 64             # packets decoded at once while writing
-    row_group_rows = 32768         # rows per Parquet row group
+    row_group_rows = 16384         # rows per Parquet row group (and per table the writer builds)
 
 Loaded by the shared loader (:mod:`dcm_base.config`), as the gateway's config is:
 errors read ``<file>: <key>: <problem>``, relative paths in the file are relative
@@ -79,15 +79,15 @@ class SinkConfig:
     client_id: str = "dcm-sink"
     worker_id: str | None = None  # in lake file names; defaults to client_id
     dbc_paths: tuple[Path, ...] = ()  # schemas known up front (default collection)
-    layout: str = "vehicle"
+    layout: str = "bucket"
     buckets: int = 64
-    compression: str = "snappy"
+    compression: str = "lz4"
     compact_compression: str = "zstd"
     roll_bytes: int = 128 << 20
     roll_interval_s: float = 900.0
     max_batch_packets: int = 20_000  # a batch never holds more packets (bounds its key list in RAM)
     chunk_packets: int = 64  # decoded at once while writing (small: the decode stays in the CPU cache)
-    row_group_rows: int = 32768  # rows per Parquet row group (bounds the rows held before a write)
+    row_group_rows: int = 16384  # rows per Parquet row group and per table built (bounds the rows held)
     validated_cache: int = 1000  # packets validated at intake kept for the writer
     intake_batch: int = 500
     queue_size: int = 1000

@@ -135,17 +135,18 @@ class TableBuilder:
         return out
 
     def build(self, packets: Sequence[PacketInfo | MinutePacket], masked: Sequence[str], *,
-              vehicle_column: bool) -> Built:
+              vehicle_column: bool, chunk: int = 16) -> Built:
         """Rows of ``packets`` (one schema, grouped by vehicle and in time order within a vehicle;
         ``masked[i]`` is packet i's masked vehicle id). Inspected packets are decoded straight
-        into the chunk's matrices (no per-packet matrices, no concatenation)."""
+        into the table's matrices ``chunk`` packets at a time (no per-packet matrices, no
+        concatenation)."""
         ncol = len(self.names)
         rows = np.array([p.rows for p in packets], dtype=np.int64)
         n = int(rows.sum())
         ends = np.cumsum(rows)
         starts = ends - rows
         row_of = self._row_of  # matrices hold schema column c in row row_of[c] (group order)
-        many = fill_many(list(packets), row_of) if all(isinstance(p, PacketInfo) for p in packets) else None
+        many = fill_many(list(packets), row_of, chunk=chunk) if all(isinstance(p, PacketInfo) for p in packets) else None
         if many is not None:  # the usual case: minute packets of 60 rows, decoded as one
             values, present = many
         else:

@@ -2,9 +2,10 @@
 
 A batch's packets arrive from staging in lake order, so the packets of one
 output file (model, day, vehicle or bucket, fingerprint) are consecutive:
-only one file is open at a time. Packets are decoded in chunks of
-``chunk_packets`` and their tables held until a row group of about
-``row_group_rows`` rows is full, which bounds memory however large the batch. Validated
+only one file is open at a time. Packets are read and decoded in chunks of
+``chunk_packets`` into one table of about ``row_group_rows`` rows (plus at most one chunk),
+sliced by partition and held until a row group of about ``row_group_rows`` rows is full,
+which bounds memory however large the batch. Validated
 packets (columns still encoded) come from a bounded cache filled at intake (evictions
 counted) or are validated again from the staged bytes, and are decoded straight into the
 chunk's column layout.
@@ -69,7 +70,7 @@ class LakeWriter:
 
     def __init__(self, lake: Lake, staging: Staging, quarantine: Quarantine, *, worker_id: str,
                  schemas: dict[bytes, Schema], mask: Callable[[str], str], cache: ValidatedCache,
-                 chunk_packets: int = 64, row_group_rows: int = 32768) -> None:
+                 chunk_packets: int = 64, row_group_rows: int = 16384) -> None:
         self.lake, self.staging, self.quarantine = lake, staging, quarantine
         self.worker_id = safe_value(worker_id)
         self.schemas = schemas
@@ -131,10 +132,11 @@ class LakeWriter:
         return out
 
     def _write_run(self, batch: int, redo: bool, run: list[StagedPacket], result: BatchResult, bad: list) -> None:
-        """Packets of one (model, day, fingerprint), ordered by partition: decoded and tabled in
-        chunks of ``chunk_packets`` (small, so the decode stays in the CPU cache), sliced by
-        partition and written as row groups of about ``row_group_rows`` rows (large, so the
-        Parquet writer's per-column cost is spread over many rows). One file is open at a time."""
+        """Packets of one (model, day, fingerprint), ordered by partition: read and decoded in
+        chunks of ``chunk_packets`` (small, so the decode stays in the CPU cache) into tables of
+        about ``row_group_rows`` rows (large, so the per-column cost, ours and the Parquet
+        writer's, is spread over many rows), sliced by partition and written as row groups of
+        about ``row_group_rows`` rows. One file is open at a time."""
         model, day, fp = run[0].model, run[0].start_time // DAY, run[0].fingerprint
         name = f"part-{self.worker_id}-{batch:09d}-{fp.hex()}.parquet"
         builder = self.builder(fp)
@@ -171,15 +173,22 @@ class LakeWriter:
             current = None
 
         try:
-            for k in range(0, len(run), self.chunk_packets):
+            k = 0
+            while k < len(run):
+                # about a row group of packets per table (the per-column work is per table), read
+                # and decoded chunk_packets at a time
                 packets, masked, parts = [], [], []
-                for sp, p in self._decoded(run[k:k + self.chunk_packets], builder.schema, bad):
-                    packets.append(p)
-                    masked.append(self.mask(sp.vehicle))
-                    parts.append(sp.part)
+                rows = 0
+                while k < len(run) and rows < self.row_group_rows:
+                    for sp, p in self._decoded(run[k:k + self.chunk_packets], builder.schema, bad):
+                        packets.append(p)
+                        masked.append(self.mask(sp.vehicle))
+                        parts.append(sp.part)
+                        rows += p.rows
+                    k += self.chunk_packets
                 if not packets:
                     continue
-                built = builder.build(packets, masked, vehicle_column=vehicle_column)
+                built = builder.build(packets, masked, vehicle_column=vehicle_column, chunk=self.chunk_packets)
                 a = 0
                 while a < len(packets):
                     b = a

@@ -87,14 +87,17 @@ def compare(expected: Mapping[int, Mapping[str, Any]], stored: Mapping[int, Mapp
 
 
 def read_lake_vehicle(lake: Path, masked: str) -> dict[int, dict[str, Any]]:
-    """Rows of one (masked) vehicle read back from a vehicle-layout lake with plain pyarrow:
+    """Rows of one (masked) vehicle read back from a lake of either layout with plain pyarrow:
     {second: {column: value}}, nulls left out."""
     if not lake.exists():
         return {}
-    keys = pa.schema([("model", pa.string()), ("date", pa.string()), ("vehicle", pa.string())])
+    bucketed = next(lake.glob("*/*/vehicle_bucket=*"), None) is not None  # else a folder per vehicle
+    last = ("vehicle_bucket", pa.string()) if bucketed else ("vehicle", pa.string())
+    keys = pa.schema([("model", pa.string()), ("date", pa.string()), last])
     dataset = ds.dataset(lake, format="parquet", partitioning=ds.partitioning(keys, flavor="hive"))
     table = dataset.to_table(filter=ds.field("vehicle") == masked)
-    table = table.drop_columns([c for c in ("model", "date", "vehicle", "boot_id", "seq") if c in table.column_names])
+    table = table.drop_columns([c for c in ("model", "date", "vehicle", "vehicle_bucket", "boot_id", "seq")
+                                if c in table.column_names])
     out: dict[int, dict[str, Any]] = {}
     for row in table.to_pylist():
         ts = row.pop("ts")

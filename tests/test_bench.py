@@ -11,7 +11,7 @@ from dcm.cli import main as dcm_main
 
 @pytest.mark.parametrize("argv, keys", [
     (["codec", "--minutes", "2"], ["bytes_per_vehicle_minute_level19", "baseline_row_json_zstd_bytes"]),
-    (["sink", "--vehicles", "4", "--packets-per-vehicle", "2", "--minutes", "1", "--baseline-packets", "2",
+    (["sink", "--vehicles", "4", "--packets-per-vehicle", "2", "--minutes", "1",
       "--layout", "bucket"], ["packets_per_s_per_core", "baseline_packets_per_s_per_core", "parquet_floor_us_per_packet",
                               "packets_per_s_per_core_redecode"]),
     (["staging", "--keys", "1000", "--batch", "50", "--commits", "1"], ["commit_ms", "baseline_scanning_commit_ms"]),

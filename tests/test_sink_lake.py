@@ -119,6 +119,22 @@ def test_a_lake_root_records_its_layout_and_refuses_another(tmp_path, schemas):
             _sink(tmp_path, name="w3", **other)
 
 
+def test_a_lake_written_before_it_recorded_its_layout_refuses_the_other_layout(tmp_path, schemas):
+    """A vehicle-layout lake from before ``_dcm_lake.json`` (the default layout was "vehicle"
+    then) is not mixed with bucket folders by a sink that now defaults to "bucket"."""
+    from cloud_sink.lake import LAKE_DESCRIPTION, LakeRootError
+
+    sink = _sink(tmp_path, layout="vehicle")
+    _feed(sink, schemas[:1], [_packet(schemas[0], "OLD1", 0, bytes(16))])
+    sink.flush()
+    sink.staging.close()
+    (tmp_path / "lake" / LAKE_DESCRIPTION).unlink()  # as an older sink left it
+    with pytest.raises(LakeRootError, match="vehicle=.* of the other layout"):
+        _sink(tmp_path, name="w2")  # the default layout: bucket
+    _sink(tmp_path, name="w3", layout="vehicle").staging.close()  # its own layout: fine, and recorded again
+    assert json.loads((tmp_path / "lake" / LAKE_DESCRIPTION).read_text())["layout"] == "vehicle"
+
+
 def test_row_groups_gather_many_decode_chunks_and_end_at_partitions(tmp_path, schemas):
     """Packets are decoded 3 at a time but written in row groups of at least 100 rows (5 packets
     of 20); a row group never spans two files, and every row is stored once, in time order."""

@@ -226,7 +226,7 @@ def test_compact_cli(tmp_path, schema, capsys):
     report = json.loads(capsys.readouterr().out)
     assert (report["partitions"], report["merged_files"], report["outputs"], report["rows"]) == (1, 3, 1, 15)
     (merged,) = (tmp_path / "lake").rglob("*.parquet")
-    assert merged.name.startswith("compact-")  # live files are snappy, merged ones zstd
+    assert merged.name.startswith("compact-")  # live files are lz4, merged ones zstd
     assert pq.ParquetFile(merged).metadata.row_group(0).column(0).compression == "ZSTD"
 
 
