@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from dcm.faultchain import Chain
+from dcm.testing import until_async
 
 VEHICLES = ("FA", "FB")
 
@@ -33,7 +34,9 @@ def test_blackhole_on_either_hop_loses_nothing(tmp_path):
             await chain.drained()
             chain.down.blackhole()
             chain.send(5)
-            await asyncio.sleep(4)  # the sink's connection dies; its session queues at the broker
+            # the sink's connection dies (keepalive) and it connects again, into the hole; its
+            # session queues at the broker meanwhile: waited for, not timed (slow under load)
+            assert await until_async(lambda: chain.down.stats.connections >= 2, 120)
             chain.down.blackhole(False)
             await _exact(chain)
             assert chain.publishers["FA"].stats.connects >= 2 and chain.down.stats.connections >= 2
