@@ -21,8 +21,9 @@ from .alerts import AlertReader
 from .config import ApiConfig
 from .errors import ApiConfigError
 from .geofences import GeofenceStore
-from .keys import ALERTS, CLOCK, CONFIG, COUNTERS, GEOFENCES, HUB, LAKE, LIMITER, STATE, TOKENS, VEHICLE_LIST, VIEWS
+from .keys import ALERTS, CLOCK, CONFIG, COUNTERS, GEOFENCES, HUB, LAKE, LIMITER, OIDC, STATE, TOKENS, VEHICLE_LIST, VIEWS
 from .middleware import authenticate, errors
+from .oidc import OidcVerifier
 from .openapi import spec
 from .ratelimit import RateLimiter
 from .routes_fleet import routes as fleet_routes
@@ -96,11 +97,11 @@ async def _close_sources(app: web.Application):
 
 def make_app(config: ApiConfig, clock: Callable[[], float] = time.time) -> web.Application:
     """The API and dashboard over ``config``'s sources (raises :class:`ApiConfigError` when it cannot start)."""
-    if not config.tokens_path.exists():
+    if not config.tokens_path.exists() and config.oidc is None:
         raise ApiConfigError(f"{config.source}: tokens: no token database at {config.tokens_path}"
                              f" (create a token: dcm api token create --config ... --scope admin)")
     tokens = TokenStore(config.tokens_path)
-    if tokens.active() == 0:
+    if tokens.active() == 0 and config.oidc is None:
         tokens.close()
         raise ApiConfigError(f"{config.source}: tokens: no active token in {config.tokens_path}"
                              f" (create one: dcm api token create --config ... --scope admin)")
@@ -108,6 +109,7 @@ def make_app(config: ApiConfig, clock: Callable[[], float] = time.time) -> web.A
     app[CONFIG] = config
     app[CLOCK] = clock
     app[TOKENS] = tokens
+    app[OIDC] = OidcVerifier(config.oidc) if config.oidc else None
     rl = config.rate_limit
     app[LIMITER] = RateLimiter(rl.per_s, rl.burst, rl.max_tokens)
     app[COUNTERS] = collections.Counter()

@@ -23,6 +23,12 @@ Example ``api.toml`` (relative paths are relative to the file's folder)::
     operational = "csv:ops"            # operational tables (optional): csv:<folder> or a database
     views_refresh_s = 300              # how often the views are recomputed when the lake changed
 
+    [oidc]                             # optional: JWTs of an external OIDC issuer (fleet_api.oidc)
+    issuer = "https://login.example"   # the JWT's iss
+    audience = "dcm-api"               # the JWT's aud
+    jwks_url = "https://login.example/keys"   # default <issuer>/.well-known/jwks.json
+    scopes_claim = "dcm_scopes"        # the claim holding the API's scopes
+
     [rate_limit]                       # per token: a token bucket
     per_s = 20
     burst = 40
@@ -41,6 +47,7 @@ from dcm_base.config import Key, load_fields, number, path, path_or_uri, paths, 
 from dcm_base.errors import ConfigError
 
 from .errors import ApiConfigError
+from .oidc import OidcConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +78,7 @@ class ApiConfig:
     operational: str | None = None
     views_refresh_s: float = 300.0
     rate_limit: RateLimit = RateLimit()
+    oidc: OidcConfig | None = None  # JWTs of an external issuer, beside the API's own tokens
     source: str = "<config>"
 
 
@@ -86,6 +94,14 @@ def _tile_url(v: Any) -> str:
     if not isinstance(v, str) or (v and not (v.startswith(("http://", "https://", "/")) and "{z}" in v)):
         raise ValueError("must be an http(s) URL with {z}/{x}/{y}, or empty")
     return v
+
+
+def _https(v: Any) -> str:
+    v = string(v)
+    loopback = v.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
+    if not (v.startswith("https://") or loopback):
+        raise ValueError("must be an https:// URL (plain http only on loopback)")
+    return v.rstrip("/")
 
 
 def _operational(v: Any) -> str:
@@ -116,6 +132,10 @@ KEYS: dict[str, Key] = {
     "rate_limit.per_s": Key("per_s", number(float, low=0.001)),
     "rate_limit.burst": Key("burst", number(float, low=1)),
     "rate_limit.max_tokens": Key("max_tokens", number(int, low=1)),
+    "oidc.issuer": Key("oidc_issuer", _https),
+    "oidc.audience": Key("oidc_audience", string),
+    "oidc.jwks_url": Key("oidc_jwks_url", _https),
+    "oidc.scopes_claim": Key("oidc_scopes_claim", string),
 }
 
 
@@ -162,6 +182,14 @@ def load_config(file: str | Path | None, overrides: Mapping[str, Any] | None = N
     for key in ("alerts", "operational"):
         if out.get(key) and not out.get("secret"):
             raise ApiConfigError(f"{origin}: secret_file: required with sources.{key} (vehicles are joined masked)")
+    oidc_keys = [k for k in ("oidc_issuer", "oidc_audience", "oidc_jwks_url", "oidc_scopes_claim") if k in f]
+    if oidc_keys:
+        for need in ("oidc_issuer", "oidc_audience"):
+            if need not in f:
+                raise ApiConfigError(f"{origin}: oidc.{need[5:]}: required with [oidc]")
+        out["oidc"] = OidcConfig(f["oidc_issuer"], f["oidc_audience"],
+                                 f.get("oidc_jwks_url") or f"{f['oidc_issuer']}/.well-known/jwks.json",
+                                 f.get("oidc_scopes_claim", "dcm_scopes"))
     base_rl = RateLimit()
     out["rate_limit"] = RateLimit(f.get("per_s", base_rl.per_s), f.get("burst", base_rl.burst),
                                   f.get("max_tokens", base_rl.max_tokens))

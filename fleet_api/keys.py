@@ -29,3 +29,4 @@ GEOFENCES = web.AppKey("geofences", "GeofenceStore")
 HUB = web.AppKey("hub", "Hub")
 CLOCK = web.AppKey("clock", object)
 VEHICLE_LIST = web.AppKey("vehicle_list", dict)  # the rendered vehicle list of the current second (routes_vehicles)
+OIDC = web.AppKey("oidc", object)  # fleet_api.oidc.OidcVerifier, or None

@@ -7,6 +7,7 @@ Anything else is a bug: logged with its traceback, answered 500 without details.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 
@@ -17,7 +18,8 @@ from speed_layer.errors import RulesConfigError, SpeedLayerError
 
 from .access import Access
 from .errors import ApiError, RateLimited, Unauthorized
-from .keys import COUNTERS, LIMITER, TOKENS
+from .keys import COUNTERS, LIMITER, OIDC, TOKENS
+from .oidc import looks_like_jwt
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,16 @@ async def authenticate(request: web.Request, handler):
     if path in PUBLIC or path.startswith("/static/"):
         return await handler(request)
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    token = request.app[TOKENS].verify(value.strip()) if scheme.lower() == "bearer" else None
+    value = value.strip()
+    token = None
+    if scheme.lower() == "bearer":
+        verifier = request.app[OIDC]
+        if verifier is not None and looks_like_jwt(value):
+            token = await asyncio.to_thread(verifier.verify, value)  # may fetch the issuer's keys
+        else:
+            token = request.app[TOKENS].verify(value)
     if token is None:
-        raise Unauthorized("a valid bearer token is required (Authorization: Bearer dcm_...)")
+        raise Unauthorized("a valid bearer token is required (Authorization: Bearer dcm_... or an issuer's JWT)")
     wait = request.app[LIMITER].take(token.id)
     if wait > 0:
         request.app[COUNTERS]["rate_limited"] += 1
