@@ -167,7 +167,7 @@ class LakeReader:
                 raise BadRequest(f"signals: {s!r} is not numeric")
         aggs = ", ".join(f'min("{s}"), max("{s}"), avg(CAST("{s}" AS DOUBLE)), count("{s}")' for s in signals)
         sql = (f"SELECT (CAST(epoch(ts) AS BIGINT) - {t0}) // {width} AS b, {aggs}"
-               f" FROM read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true)"
+               f" FROM {self._source(files)}"
                f" WHERE vehicle = ? AND ts >= to_timestamp({t0}) AND ts < to_timestamp({t1}) GROUP BY b ORDER BY b")
         rows = self._run(sql, [vehicle])
         for b, *vals in rows:
@@ -198,11 +198,19 @@ class LakeReader:
             return []
         width = choose_step(t0, t1 + 1, None, self.max_points)
         sql = (f"SELECT min(CAST(epoch(ts) AS BIGINT)), arg_min(\"{lat}\", ts), arg_min(\"{lon}\", ts)"
-               f" FROM read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true)"
+               f" FROM {self._source(files)}"
                f" WHERE vehicle = ? AND ts >= to_timestamp({t0}) AND ts <= to_timestamp({t1})"
                f" AND \"{lat}\" IS NOT NULL AND \"{lon}\" IS NOT NULL"
                f" GROUP BY (CAST(epoch(ts) AS BIGINT) - {t0}) // {width} ORDER BY 1")
         return [(int(t), float(a), float(b)) for t, a, b in self._run(sql, [vehicle])]
+
+    def _source(self, files: list[str]) -> str:
+        """``read_parquet`` over the files; without schema unification and hive parsing (~15 % of a
+        query) when every file has the same columns, ``vehicle`` among them (the bucket layout)."""
+        kinds = {tuple(self._schemas[f]) if f in self._schemas else None for f in files}
+        if len(kinds) == 1 and None not in kinds and "vehicle" in next(iter(kinds)):
+            return f"read_parquet({_list(files)})"
+        return f"read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true)"
 
     def _run(self, sql: str, params: list[Any]) -> list[tuple]:
         cur = self._cursor()
