@@ -57,6 +57,7 @@ class DuckDBEngine:
             self.con.execute("SET memory_limit = ?", [memory_limit])
         self.con.execute("SET preserve_insertion_order = false")
         self.con.execute("SET enable_progress_bar = false")
+        self.con.execute("SET parquet_metadata_cache = true")  # the lake is read by several stages
         self._created: dict[str, str] = {}
 
     def load_lake(self, paths: Sequence[str]) -> list[str]:

@@ -75,8 +75,8 @@ def source_sql(columns: Iterable[str], use_ignition: bool = True) -> str:
 
 
 def _haversine(lat1: str, lon1: str, lat2: str, lon2: str) -> str:
-    h = (f"power(sin(radians({lat2} - {lat1}) / 2), 2) + cos(radians({lat1})) * cos(radians({lat2}))"
-         f" * power(sin(radians({lon2} - {lon1}) / 2), 2)")
+    dlat, dlon = f"sin(radians({lat2} - {lat1}) / 2)", f"sin(radians({lon2} - {lon1}) / 2)"
+    h = f"{dlat} * {dlat} + cos(radians({lat1})) * cos(radians({lat2})) * {dlon} * {dlon}"
     return f"2 * {_num(EARTH_RADIUS_M)} * asin(sqrt(least(1.0, {h})))"
 
 
@@ -105,18 +105,19 @@ def score_columns(p: ScoreParams, km: str = "distance_km", speeding_s: str = "sp
     return cols
 
 
-def _features(rows: str, gap: int) -> str:
+def _features(rows: str, gap: int, gate_kmh: float) -> str:
     """The one window pass over per-second rows ``rows`` (vid, t, mid and the signals): every row
     gets its neighbours' values (lag/lead over the vehicle's rows ordered by time) and what they
-    imply. ``dup`` marks a row sharing its second with another row of the vehicle."""
+    imply. The accelerations are NULL below the harsh-event speed gate; ``dup`` marks a row
+    sharing its second with another row of the vehicle."""
+    gate = _num(gate_kmh)
     return f"""
-SELECT vid, t, mid, speed, odo, lat, lon, fuel_rate, fuel_vol, ign_mode, dt,
-       CASE WHEN dt = 1 THEN (speed - prev_speed) / 3.6 END AS long_acc,
-       CASE WHEN dt = 1 THEN (speed + prev_speed) / 7.2 * radians(CASE
+SELECT vid, t, mid, speed, odo, lat, lon, fuel_rate, fuel_vol, ign_mode, dt > {gap} AS is_gap,
+       CASE WHEN dt = 1 AND greatest(speed, prev_speed) >= {gate} THEN (speed - prev_speed) / 3.6 END AS long_acc,
+       CASE WHEN dt = 1 AND (speed + prev_speed) / 2 >= {gate} THEN (speed + prev_speed) / 7.2 * radians(CASE
             WHEN heading - prev_heading > 180 THEN heading - prev_heading - 360
             WHEN heading - prev_heading < -180 THEN heading - prev_heading + 360
             ELSE heading - prev_heading END) END AS lat_acc,
-       prev_speed,
        CASE WHEN dt <= {gap} THEN {_haversine('prev_lat', 'prev_lon', 'lat', 'lon')} END AS seg_m,
        active AND (NOT coalesce(prev_active, FALSE) OR dt > {gap}) AS run_start,
        active AND (NOT coalesce(next_active, FALSE) OR next_t - t > {gap}) AS run_end,
@@ -129,8 +130,8 @@ FROM (SELECT *, t - lag(t) OVER w AS dt, lead(t) OVER w AS next_t,
       WINDOW w AS (PARTITION BY vid ORDER BY t)) AS f"""
 
 
-FEAT_COLUMNS = ("vid, t, mid, speed, odo, lat, lon, fuel_rate, fuel_vol, ign_mode, dt, long_acc, lat_acc,"
-                " prev_speed, seg_m, run_start, run_end")
+FEAT_COLUMNS = ("vid, t, mid, speed, odo, lat, lon, fuel_rate, fuel_vol, ign_mode, is_gap, long_acc, lat_acc,"
+                " seg_m, run_start, run_end")
 BUCKET_S = 600  # rows find their trip through (vehicle, t // BUCKET_S): an equi-join, not a range join
 
 
@@ -145,8 +146,8 @@ def pipeline(config: BatchConfig, columns: Iterable[str], days: Iterable[int] | 
     stages: list[tuple[str, str]] = [("src", source_sql(columns, tp.use_ignition))]
     # integer keys for the vehicles and models (small): the per-second rows carry no strings
     stages.append(("keys", """
-SELECT vehicle, model, dense_rank() OVER (ORDER BY vehicle) AS vid,
-       CASE WHEN model IS NULL THEN NULL ELSE dense_rank() OVER (ORDER BY model) END AS mid
+SELECT vehicle, model, CAST(dense_rank() OVER (ORDER BY vehicle) AS INTEGER) AS vid,
+       CASE WHEN model IS NULL THEN NULL ELSE CAST(dense_rank() OVER (ORDER BY model) AS INTEGER) END AS mid
 FROM (SELECT DISTINCT vehicle, model FROM src) AS d"""))
     stages.append(("vehicles", "SELECT DISTINCT vid, vehicle FROM keys"))
     stages.append(("models", "SELECT DISTINCT mid, model FROM keys WHERE mid IS NOT NULL"))
@@ -160,21 +161,20 @@ FROM (SELECT DISTINCT vehicle, model FROM src) AS d"""))
     # the one pass over every row (one sort), straight from the lake: right for every vehicle
     # whose seconds are unique (the rule); a vehicle with two rows for one second is redone below
     stages.append(("raw", _features(f"SELECT vid, t, mid, speed, odo, lat, lon, heading, fuel_rate, fuel_vol,"
-                                    f" {derived} FROM ({keyed}) AS k", gap)))
+                                    f" {derived} FROM ({keyed}) AS k", gap, hp.gate_kmh)))
     stages.append(("dupv", "SELECT DISTINCT vid FROM raw WHERE dup"))
     # one row per vehicle-second for those vehicles: copies of a packet (same vehicle, boot, seq,
     # ts) collapse, two packets claiming one second merge column by column (minimum)
     sec = ("SELECT vid, t, min(mid) AS mid, " + ", ".join(f"min({a}) AS {a}" for a in sig)
            + f" FROM ({keyed}) AS k WHERE vid IN (SELECT vid FROM dupv) GROUP BY vid, t")
     stages.append(("feat_dup", _features(f"SELECT vid, t, mid, speed, odo, lat, lon, heading, fuel_rate, fuel_vol,"
-                                         f" {derived} FROM ({sec}) AS s", gap)))
+                                         f" {derived} FROM ({sec}) AS s", gap, hp.gate_kmh)))
     stages.append(("feat", f"""
 SELECT {', '.join('r.' + c.strip() for c in FEAT_COLUMNS.split(','))}
 FROM raw AS r LEFT JOIN dupv AS d ON d.vid = r.vid WHERE d.vid IS NULL
 UNION ALL SELECT {FEAT_COLUMNS} FROM feat_dup"""))
     # runs of consecutive active seconds (few rows), merged into trips across short stops
-    stages.append(("marks", f"SELECT vid, t, run_start, run_end, dt > {gap} AS is_gap FROM feat"
-                            f" WHERE run_start OR run_end OR dt > {gap}"))
+    stages.append(("marks", "SELECT vid, t, run_start, run_end, is_gap FROM feat WHERE run_start OR run_end OR is_gap"))
     stages.append(("runs", """
 SELECT s.vid, s.rs, e.re, lag(e.re) OVER (PARTITION BY s.vid ORDER BY s.rs) AS prev_re
 FROM (SELECT vid, t AS rs, row_number() OVER (PARTITION BY vid ORDER BY t) AS k FROM marks WHERE run_start) AS s
@@ -227,12 +227,10 @@ WHERE r.end_t - r.start_t >= {tp.min_trip_duration_s}
     sev: list[str] = []
     union: list[str] = []
     cand: list[str] = []
-    for kind, expr, gate in (("harsh_brake", "-long_acc", f"greatest(speed, prev_speed) >= {_num(hp.gate_kmh)}"),
-                             ("rapid_accel", "long_acc", f"greatest(speed, prev_speed) >= {_num(hp.gate_kmh)}"),
-                             ("sharp_turn", "abs(lat_acc)", f"(speed + prev_speed) / 2 >= {_num(hp.gate_kmh)}")):
-        light, moderate, severe = hp.thresholds(kind)
+    for kind, expr in (("harsh_brake", "-long_acc"), ("rapid_accel", "long_acc"), ("sharp_turn", "abs(lat_acc)")):
+        light, moderate, severe = hp.thresholds(kind)  # the speed gate is in long_acc and lat_acc
         union.append(f"SELECT vid, trip_seq, t, lat, lon, speed, '{kind}' AS kind, {expr} AS mag FROM ev_rows"
-                     f" WHERE {expr} >= {_num(light)} AND {gate}")
+                     f" WHERE {expr} >= {_num(light)}")
         cand.append(f"{expr} >= {_num(light)}")
         sev.append(f"WHEN kind = '{kind}' AND peak >= {_num(severe)} THEN 'severe'"
                    f" WHEN kind = '{kind}' AND peak >= {_num(moderate)} THEN 'moderate'")
