@@ -24,7 +24,7 @@ def _arrow(relation) -> pa.Table:
     return fetch()
 
 # stages read by several later ones: computed once per run
-MATERIALISE = frozenset({"feat", "spans", "ev_rows", "trip_raw", "ev_raw", "trips"})
+MATERIALISE = frozenset({"keys", "raw", "dupv", "feat_dup", "spans", "ev_rows", "trip_raw", "ev_raw", "trips"})
 EMPTY_LAKE = pa.schema([("vehicle", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("model", pa.string())])
 
 
@@ -56,6 +56,8 @@ class DuckDBEngine:
         if memory_limit:
             self.con.execute("SET memory_limit = ?", [memory_limit])
         self.con.execute("SET preserve_insertion_order = false")
+        self.con.execute("SET enable_progress_bar = false")
+        self.con.execute("SET parquet_metadata_cache = true")  # the lake is read by several stages
         self._created: dict[str, str] = {}
 
     def load_lake(self, paths: Sequence[str]) -> list[str]:

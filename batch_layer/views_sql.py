@@ -75,8 +75,8 @@ def source_sql(columns: Iterable[str], use_ignition: bool = True) -> str:
 
 
 def _haversine(lat1: str, lon1: str, lat2: str, lon2: str) -> str:
-    h = (f"power(sin(radians({lat2} - {lat1}) / 2), 2) + cos(radians({lat1})) * cos(radians({lat2}))"
-         f" * power(sin(radians({lon2} - {lon1}) / 2), 2)")
+    dlat, dlon = f"sin(radians({lat2} - {lat1}) / 2)", f"sin(radians({lon2} - {lon1}) / 2)"
+    h = f"{dlat} * {dlat} + cos(radians({lat1})) * cos(radians({lat2})) * {dlon} * {dlon}"
     return f"2 * {_num(EARTH_RADIUS_M)} * asin(sqrt(least(1.0, {h})))"
 
 
@@ -105,6 +105,36 @@ def score_columns(p: ScoreParams, km: str = "distance_km", speeding_s: str = "sp
     return cols
 
 
+def _features(rows: str, gap: int, gate_kmh: float) -> str:
+    """The one window pass over per-second rows ``rows`` (vid, t, mid and the signals): every row
+    gets its neighbours' values (lag/lead over the vehicle's rows ordered by time) and what they
+    imply. The accelerations are NULL below the harsh-event speed gate; ``dup`` marks a row
+    sharing its second with another row of the vehicle."""
+    gate = _num(gate_kmh)
+    return f"""
+SELECT vid, t, mid, speed, odo, lat, lon, fuel_rate, fuel_vol, ign_mode, dt > {gap} AS is_gap,
+       CASE WHEN dt = 1 AND greatest(speed, prev_speed) >= {gate} THEN (speed - prev_speed) / 3.6 END AS long_acc,
+       CASE WHEN dt = 1 AND (speed + prev_speed) / 2 >= {gate} THEN (speed + prev_speed) / 7.2 * radians(CASE
+            WHEN heading - prev_heading > 180 THEN heading - prev_heading - 360
+            WHEN heading - prev_heading < -180 THEN heading - prev_heading + 360
+            ELSE heading - prev_heading END) END AS lat_acc,
+       CASE WHEN dt <= {gap} THEN {_haversine('prev_lat', 'prev_lon', 'lat', 'lon')} END AS seg_m,
+       active AND (NOT coalesce(prev_active, FALSE) OR dt > {gap}) AS run_start,
+       active AND (NOT coalesce(next_active, FALSE) OR next_t - t > {gap}) AS run_end,
+       coalesce(dt = 0 OR next_t = t, FALSE) AS dup
+FROM (SELECT *, t - lag(t) OVER w AS dt, lead(t) OVER w AS next_t,
+             lag(speed) OVER w AS prev_speed, lag(heading) OVER w AS prev_heading,
+             lag(lat) OVER w AS prev_lat, lag(lon) OVER w AS prev_lon,
+             lag(active) OVER w AS prev_active, lead(active) OVER w AS next_active
+      FROM ({rows}) AS a
+      WINDOW w AS (PARTITION BY vid ORDER BY t)) AS f"""
+
+
+FEAT_COLUMNS = ("vid, t, mid, speed, odo, lat, lon, fuel_rate, fuel_vol, ign_mode, is_gap, long_acc, lat_acc,"
+                " seg_m, run_start, run_end")
+BUCKET_S = 600  # rows find their trip through (vehicle, t // BUCKET_S): an equi-join, not a range join
+
+
 def pipeline(config: BatchConfig, columns: Iterable[str], days: Iterable[int] | None = None
              ) -> list[tuple[str, str]]:
     """The stages for the trip start days ``days`` (UTC day numbers; None: every day)."""
@@ -114,58 +144,65 @@ def pipeline(config: BatchConfig, columns: Iterable[str], days: Iterable[int] | 
         "start_t // 86400 IN (" + ", ".join(str(int(d)) for d in sorted(set(days))) + ")" if days else "FALSE")
     sig = [a for a in SIGNALS]
     stages: list[tuple[str, str]] = [("src", source_sql(columns, tp.use_ignition))]
-    # one row per vehicle-second: copies of a packet (same vehicle, boot, seq, ts) collapse here
-    stages.append(("sec", "SELECT vehicle, t, min(model) AS model, "
-                   + ", ".join(f"min({a}) AS {a}" for a in sig) + " FROM src GROUP BY vehicle, t"))
+    # integer keys for the vehicles and models (small): the per-second rows carry no strings
+    stages.append(("keys", """
+SELECT vehicle, model, CAST(dense_rank() OVER (ORDER BY vehicle) AS INTEGER) AS vid,
+       CASE WHEN model IS NULL THEN NULL ELSE CAST(dense_rank() OVER (ORDER BY model) AS INTEGER) END AS mid
+FROM (SELECT DISTINCT vehicle, model FROM src) AS d"""))
+    stages.append(("vehicles", "SELECT DISTINCT vid, vehicle FROM keys"))
+    stages.append(("models", "SELECT DISTINCT mid, model FROM keys WHERE mid IS NOT NULL"))
+    keyed = ("SELECT k.vid, s.t, k.mid, " + ", ".join(f"s.{a}" for a in sig)
+             + " FROM src AS s JOIN keys AS k ON k.vehicle = s.vehicle AND k.model IS NOT DISTINCT FROM s.model")
     active = (f"CASE WHEN ignition IS NOT NULL OR engine IS NOT NULL"
               f" THEN coalesce(ignition, 0) >= 2 OR coalesce(engine, 0) >= 1"
               f" ELSE coalesce(speed, 0) >= {_num(tp.motion_speed_kmh)} END")
-    # the one pass over every row (one sort): neighbours' values and what they imply
+    derived = (f"{active} AS active,"
+               f" CASE WHEN ignition IS NOT NULL OR engine IS NOT NULL THEN 1 ELSE 0 END AS ign_mode")
+    # the one pass over every row (one sort), straight from the lake: right for every vehicle
+    # whose seconds are unique (the rule); a vehicle with two rows for one second is redone below
+    stages.append(("raw", _features(f"SELECT vid, t, mid, speed, odo, lat, lon, heading, fuel_rate, fuel_vol,"
+                                    f" {derived} FROM ({keyed}) AS k", gap, hp.gate_kmh)))
+    stages.append(("dupv", "SELECT DISTINCT vid FROM raw WHERE dup"))
+    # one row per vehicle-second for those vehicles: copies of a packet (same vehicle, boot, seq,
+    # ts) collapse, two packets claiming one second merge column by column (minimum)
+    sec = ("SELECT vid, t, min(mid) AS mid, " + ", ".join(f"min({a}) AS {a}" for a in sig)
+           + f" FROM ({keyed}) AS k WHERE vid IN (SELECT vid FROM dupv) GROUP BY vid, t")
+    stages.append(("feat_dup", _features(f"SELECT vid, t, mid, speed, odo, lat, lon, heading, fuel_rate, fuel_vol,"
+                                         f" {derived} FROM ({sec}) AS s", gap, hp.gate_kmh)))
     stages.append(("feat", f"""
-SELECT vehicle, t, model, speed, odo, lat, lon, fuel_rate, fuel_vol, ign_mode, active, dt,
-       CASE WHEN dt = 1 THEN (speed - prev_speed) / 3.6 END AS long_acc,
-       CASE WHEN dt = 1 THEN (speed + prev_speed) / 7.2 * radians(CASE
-            WHEN heading - prev_heading > 180 THEN heading - prev_heading - 360
-            WHEN heading - prev_heading < -180 THEN heading - prev_heading + 360
-            ELSE heading - prev_heading END) END AS lat_acc,
-       prev_speed,
-       CASE WHEN dt <= {gap} THEN {_haversine('prev_lat', 'prev_lon', 'lat', 'lon')} END AS seg_m,
-       active AND (NOT coalesce(prev_active, FALSE) OR dt > {gap}) AS run_start,
-       active AND (NOT coalesce(next_active, FALSE) OR next_t - t > {gap}) AS run_end
-FROM (SELECT *, t - lag(t) OVER w AS dt, lead(t) OVER w AS next_t,
-             lag(speed) OVER w AS prev_speed, lag(heading) OVER w AS prev_heading,
-             lag(lat) OVER w AS prev_lat, lag(lon) OVER w AS prev_lon,
-             lag(active) OVER w AS prev_active, lead(active) OVER w AS next_active
-      FROM (SELECT *, {active} AS active,
-                   CASE WHEN ignition IS NOT NULL OR engine IS NOT NULL THEN 1 ELSE 0 END AS ign_mode
-            FROM sec) AS a
-      WINDOW w AS (PARTITION BY vehicle ORDER BY t)) AS f"""))
+SELECT {', '.join('r.' + c.strip() for c in FEAT_COLUMNS.split(','))}
+FROM raw AS r LEFT JOIN dupv AS d ON d.vid = r.vid WHERE d.vid IS NULL
+UNION ALL SELECT {FEAT_COLUMNS} FROM feat_dup"""))
     # runs of consecutive active seconds (few rows), merged into trips across short stops
-    stages.append(("marks", f"SELECT vehicle, t, run_start, run_end, dt > {gap} AS is_gap FROM feat"
-                            f" WHERE run_start OR run_end OR dt > {gap}"))
+    stages.append(("marks", "SELECT vid, t, run_start, run_end, is_gap FROM feat WHERE run_start OR run_end OR is_gap"))
     stages.append(("runs", """
-SELECT s.vehicle, s.rs, e.re, lag(e.re) OVER (PARTITION BY s.vehicle ORDER BY s.rs) AS prev_re
-FROM (SELECT vehicle, t AS rs, row_number() OVER (PARTITION BY vehicle ORDER BY t) AS k FROM marks WHERE run_start) AS s
-JOIN (SELECT vehicle, t AS re, row_number() OVER (PARTITION BY vehicle ORDER BY t) AS k FROM marks WHERE run_end) AS e
-  ON e.vehicle = s.vehicle AND e.k = s.k"""))
+SELECT s.vid, s.rs, e.re, lag(e.re) OVER (PARTITION BY s.vid ORDER BY s.rs) AS prev_re
+FROM (SELECT vid, t AS rs, row_number() OVER (PARTITION BY vid ORDER BY t) AS k FROM marks WHERE run_start) AS s
+JOIN (SELECT vid, t AS re, row_number() OVER (PARTITION BY vid ORDER BY t) AS k FROM marks WHERE run_end) AS e
+  ON e.vid = s.vid AND e.k = s.k"""))
     stages.append(("spans", f"""
-SELECT vehicle, trip_seq, min(rs) AS start_t, max(re) AS end_t
-FROM (SELECT vehicle, rs, re, sum(new_trip) OVER (PARTITION BY vehicle ORDER BY rs
+SELECT vid, trip_seq, min(rs) AS start_t, max(re) AS end_t
+FROM (SELECT vid, rs, re, sum(new_trip) OVER (PARTITION BY vid ORDER BY rs
                                               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS trip_seq
-      FROM (SELECT r.vehicle, r.rs, r.re,
+      FROM (SELECT r.vid, r.rs, r.re,
                    CASE WHEN r.prev_re IS NULL OR r.rs - r.prev_re > {stop} OR count(g.t) > 0 THEN 1 ELSE 0 END
                      AS new_trip
             FROM runs AS r
-            LEFT JOIN (SELECT vehicle, t FROM marks WHERE is_gap) AS g
-              ON g.vehicle = r.vehicle AND g.t > r.prev_re AND g.t <= r.rs
-            GROUP BY r.vehicle, r.rs, r.re, r.prev_re) AS n) AS q
-GROUP BY vehicle, trip_seq"""))
+            LEFT JOIN (SELECT vid, t FROM marks WHERE is_gap) AS g
+              ON g.vid = r.vid AND g.t > r.prev_re AND g.t <= r.rs
+            GROUP BY r.vid, r.rs, r.re, r.prev_re) AS n) AS q
+GROUP BY vid, trip_seq"""))
+    # each trip once per time bucket it touches (small), so rows find their trip by equality
+    stages.append(("span_buckets", f"""
+SELECT vid, trip_seq, start_t, end_t, b
+FROM spans CROSS JOIN UNNEST(generate_series(start_t // {BUCKET_S}, end_t // {BUCKET_S})) AS u(b)"""))
     # every row of a trip, short stops included
-    stages.append(("seg", """
+    stages.append(("seg", f"""
 SELECT f.*, s.trip_seq, s.start_t AS trip_start_t
-FROM feat AS f JOIN spans AS s ON s.vehicle = f.vehicle AND f.t >= s.start_t AND f.t <= s.end_t"""))
+FROM feat AS f JOIN span_buckets AS s ON s.vid = f.vid AND s.b = f.t // {BUCKET_S}
+ AND f.t >= s.start_t AND f.t <= s.end_t"""))
     stages.append(("trip_raw", f"""
-SELECT vehicle, trip_seq, min(model) AS model, min(t) AS start_t, max(t) AS end_t,
+SELECT vid, trip_seq, min(mid) AS mid, min(t) AS start_t, max(t) AS end_t,
        arg_min(lat, t) FILTER (WHERE lat IS NOT NULL) AS start_lat,
        arg_min(lon, t) FILTER (WHERE lon IS NOT NULL) AS start_lon,
        arg_max(lat, t) FILTER (WHERE lat IS NOT NULL) AS end_lat,
@@ -180,40 +217,38 @@ SELECT vehicle, trip_seq, min(model) AS model, min(t) AS start_t, max(t) AS end_
        count(*) FILTER (WHERE speed > {_num(tp.speed_limit_kmh)}) AS speeding_s,
        count(*) FILTER (WHERE speed >= {_num(tp.motion_speed_kmh)}) AS moving_s,
        max(ign_mode) AS ign_mode
-FROM seg GROUP BY vehicle, trip_seq"""))
+FROM seg GROUP BY vid, trip_seq"""))
     stages.append(("trip_kept", f"""
-SELECT *, vehicle || '-' || CAST(start_t AS VARCHAR) AS trip_id, end_t - start_t AS duration_s,
-       coalesce(odo_km, gnss_km, 0.0) AS distance_km
-FROM trip_raw
-WHERE end_t - start_t >= {tp.min_trip_duration_s}
-  AND coalesce(odo_km, gnss_km, 0.0) * 1000.0 >= {_num(tp.min_trip_distance_m)} AND {day_filter}"""))
+SELECT r.*, v.vehicle, m.model, v.vehicle || '-' || CAST(r.start_t AS VARCHAR) AS trip_id,
+       r.end_t - r.start_t AS duration_s, coalesce(r.odo_km, r.gnss_km, 0.0) AS distance_km
+FROM trip_raw AS r JOIN vehicles AS v ON v.vid = r.vid LEFT JOIN models AS m ON m.mid = r.mid
+WHERE r.end_t - r.start_t >= {tp.min_trip_duration_s}
+  AND coalesce(r.odo_km, r.gnss_km, 0.0) * 1000.0 >= {_num(tp.min_trip_distance_m)} AND {day_filter}"""))
     sev: list[str] = []
     union: list[str] = []
     cand: list[str] = []
-    for kind, expr, gate in (("harsh_brake", "-long_acc", f"greatest(speed, prev_speed) >= {_num(hp.gate_kmh)}"),
-                             ("rapid_accel", "long_acc", f"greatest(speed, prev_speed) >= {_num(hp.gate_kmh)}"),
-                             ("sharp_turn", "abs(lat_acc)", f"(speed + prev_speed) / 2 >= {_num(hp.gate_kmh)}")):
-        light, moderate, severe = hp.thresholds(kind)
-        union.append(f"SELECT vehicle, trip_seq, t, lat, lon, speed, '{kind}' AS kind, {expr} AS mag FROM ev_rows"
-                     f" WHERE {expr} >= {_num(light)} AND {gate}")
+    for kind, expr in (("harsh_brake", "-long_acc"), ("rapid_accel", "long_acc"), ("sharp_turn", "abs(lat_acc)")):
+        light, moderate, severe = hp.thresholds(kind)  # the speed gate is in long_acc and lat_acc
+        union.append(f"SELECT vid, trip_seq, t, lat, lon, speed, '{kind}' AS kind, {expr} AS mag FROM ev_rows"
+                     f" WHERE {expr} >= {_num(light)}")
         cand.append(f"{expr} >= {_num(light)}")
         sev.append(f"WHEN kind = '{kind}' AND peak >= {_num(severe)} THEN 'severe'"
                    f" WHEN kind = '{kind}' AND peak >= {_num(moderate)} THEN 'moderate'")
     # candidate seconds first (few), then the trips they fall in
     stages.append(("ev_rows", "SELECT f.*, s.trip_seq FROM (SELECT * FROM feat WHERE " + " OR ".join(cand) + ") AS f"
-                   " JOIN spans AS s ON s.vehicle = f.vehicle AND f.t >= s.start_t AND f.t <= s.end_t"))
+                   " JOIN spans AS s ON s.vid = f.vid AND f.t >= s.start_t AND f.t <= s.end_t"))
     stages.append(("ev_sec", " UNION ALL ".join(union)))
     stages.append(("ev_raw", f"""
-SELECT vehicle, trip_seq, kind, start_t AS t, duration_s, peak, lat, lon, speed_kmh,
+SELECT vid, trip_seq, kind, start_t AS t, duration_s, peak, lat, lon, speed_kmh,
        CASE {' '.join(sev)} ELSE 'light' END AS severity
-FROM (SELECT vehicle, min(trip_seq) AS trip_seq, kind, min(t) AS start_t, max(t) - min(t) + 1 AS duration_s,
+FROM (SELECT vid, min(trip_seq) AS trip_seq, kind, min(t) AS start_t, max(t) - min(t) + 1 AS duration_s,
              max(mag) AS peak, arg_min(lat, t) AS lat, arg_min(lon, t) AS lon, arg_min(speed, t) AS speed_kmh
-      FROM (SELECT *, t - row_number() OVER (PARTITION BY vehicle, trip_seq, kind ORDER BY t) AS grp
+      FROM (SELECT *, t - row_number() OVER (PARTITION BY vid, trip_seq, kind ORDER BY t) AS grp
             FROM ev_sec) AS g
-      GROUP BY vehicle, trip_seq, kind, grp) AS e"""))
+      GROUP BY vid, trip_seq, kind, grp) AS e"""))
     counts = ", ".join(f"count(*) FILTER (WHERE kind = '{k}' AND severity = '{s}') AS n_{k}_{s}"
                        for k in KINDS for s in SEVERITIES)
-    stages.append(("ev_counts", f"SELECT vehicle, trip_seq, {counts} FROM ev_raw GROUP BY vehicle, trip_seq"))
+    stages.append(("ev_counts", f"SELECT vid, trip_seq, {counts} FROM ev_raw GROUP BY vid, trip_seq"))
     ncols = ", ".join(f"coalesce(c.{n}, 0) AS {n}" for n in COUNT_COLUMNS)
     stages.append(("trip_base", f"""
 SELECT k.trip_id, k.vehicle, a.driver, k.model, k.start_t, k.end_t, k.start_t // 86400 AS day,
@@ -225,14 +260,14 @@ SELECT k.trip_id, k.vehicle, a.driver, k.model, k.start_t, k.end_t, k.start_t //
        CASE WHEN k.moving_s > 0 THEN CAST(k.speeding_s AS DOUBLE) / k.moving_s ELSE 0.0 END AS speeding_share,
        CASE WHEN k.ign_mode = 1 THEN 'ignition' ELSE 'motion' END AS mode, {ncols}
 FROM trip_kept AS k
-LEFT JOIN ev_counts AS c ON c.vehicle = k.vehicle AND c.trip_seq = k.trip_seq
+LEFT JOIN ev_counts AS c ON c.vid = k.vid AND c.trip_seq = k.trip_seq
 LEFT JOIN assignments AS a ON a.vehicle = k.vehicle AND k.start_t >= a.valid_from
      AND (a.valid_to IS NULL OR k.start_t < a.valid_to)"""))
     stages.append(("trips", "SELECT *, " + ", ".join(score_columns(config.score)) + " FROM trip_base"))
     stages.append(("harsh_events", """
-SELECT k.trip_id, e.vehicle, a.driver, k.start_t // 86400 AS day, e.kind, e.severity, e.t, e.duration_s,
+SELECT k.trip_id, k.vehicle, a.driver, k.start_t // 86400 AS day, e.kind, e.severity, e.t, e.duration_s,
        e.peak AS peak_mps2, e.lat, e.lon, e.speed_kmh
-FROM ev_raw AS e JOIN trip_kept AS k ON k.vehicle = e.vehicle AND k.trip_seq = e.trip_seq
+FROM ev_raw AS e JOIN trip_kept AS k ON k.vid = e.vid AND k.trip_seq = e.trip_seq
 LEFT JOIN assignments AS a ON a.vehicle = k.vehicle AND k.start_t >= a.valid_from
      AND (a.valid_to IS NULL OR k.start_t < a.valid_to)"""))
     sums = ", ".join(_isum(n) for n in COUNT_COLUMNS)
