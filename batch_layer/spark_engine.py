@@ -103,7 +103,10 @@ class SparkEngine:
             for name, sql in stages:
                 df = self.spark.sql(to_spark_sql(sql))
                 if name in MATERIALISE:
-                    df = df.cache()
+                    # computed now and cut from its lineage: a later stage's plan reads it as a
+                    # scan instead of carrying every earlier stage's plan along (with cache()
+                    # the plans nest, and printing one grew exponentially: the JVM ran out of heap)
+                    df = df.localCheckpoint(eager=True)
                     self._cached.append(df)
                 df.createOrReplaceTempView(name)
             return {o: self.spark.table(o).toArrow() for o in outputs}
