@@ -10,6 +10,7 @@ Example ``api.toml`` (relative paths are relative to the file's folder)::
     offline_after_s = 900              # no data for this long: offline
     moving_kmh = 2.0                   # latest speed at or above this (and recent): moving
     max_points = 2000                  # series and routes are downsampled to at most this many points
+    series_cache_mb = 256              # vehicles' columns kept in memory for series (least recently used evicted)
     tls_cert = "api.crt"               # optional, both or neither
     tls_key = "api.key"
 
@@ -67,6 +68,7 @@ class ApiConfig:
     offline_after_s: float = 900.0
     moving_kmh: float = 2.0
     max_points: int = 2000
+    series_cache_mb: int = 256
     tls_cert: Path | None = None
     tls_key: Path | None = None
     lake: str | None = None
@@ -119,6 +121,7 @@ KEYS: dict[str, Key] = {
     "offline_after_s": Key("offline_after_s", number(float, low=1)),
     "moving_kmh": Key("moving_kmh", number(float, low=0)),
     "max_points": Key("max_points", number(int, low=10, high=100_000)),
+    "series_cache_mb": Key("series_cache_mb", number(int, low=0, high=1_000_000)),
     "tls_cert": Key("tls_cert", path, path=True),
     "tls_key": Key("tls_key", path, path=True),
     "sources.lake": Key("lake", path_or_uri, path=True),
@@ -175,7 +178,7 @@ def load_config(file: str | Path | None, overrides: Mapping[str, Any] | None = N
         elif ":" not in v and not Path(v).is_absolute():
             v = str(base / v)
         out["operational"] = v
-    for key in ("tile_url", "offline_after_s", "moving_kmh", "max_points", "sink_state", "alerts", "rules",
+    for key in ("tile_url", "offline_after_s", "moving_kmh", "max_points", "series_cache_mb", "sink_state", "alerts", "rules",
                 "batch_config", "batch_views", "views_refresh_s"):
         if key in f:
             out[key] = f[key]

@@ -156,5 +156,12 @@ async def health(request: web.Request) -> web.Response:
         "counters": {**app[COUNTERS], "rate_limited_keys_evicted": app[LIMITER].evicted,
                      "stream_dropped": app[HUB].dropped,
                      "series_cache_hits": app[LAKE].cache_hits if app[LAKE] else 0,
-                     "series_cache_evicted": app[LAKE].cache_evicted if app[LAKE] else 0},
+                     "series_cache_evicted": app[LAKE].cache_evicted if app[LAKE] else 0,
+                     **_column_cache(app)},
         "alert_stores": len(app[ALERTS].paths)})
+
+
+def _column_cache(app: web.Application) -> dict[str, int]:
+    c = app[LAKE].column_cache if app[LAKE] else None
+    return {"series_columns_bytes": c.bytes if c else 0, "series_columns_hits": c.hits if c else 0,
+            "series_columns_evicted": c.evicted if c else 0}

@@ -8,7 +8,9 @@ min/max/mean/count per signal. ``step`` is chosen so that at most ``max_points``
 fall in the same bucket: min and max are exact, the mean weighs them twice. Answers are kept in a
 bounded LRU (``RESULT_CACHE``; hits and evictions in ``/health``) keyed by the request and the
 exact list of files with their sizes and modification times: lake files never change, so a new,
-rolled or compacted file is a new key and the cache never serves stale data.
+rolled or compacted file is a new key and the cache never serves stale data. On a local lake, a
+request with another range or step over files already read is answered from the vehicle's columns
+kept in memory (:mod:`fleet_api.series_columns`, bounded in bytes) instead of a new scan.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from typing import Any
 from minute_packet.masking import lake_bucket
 
 from .errors import BadRequest, SourceUnavailable
+from .series_columns import DEFAULT_BYTES, ColumnCache, bucketise, columns_for
 
 _NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|FLOAT|DOUBLE"
                       r"|DECIMAL.*)$")
@@ -50,7 +53,7 @@ def choose_step(t0: int, t1: int, step: int | None, max_points: int) -> int:
 class LakeReader:
     """Reads one lake root (a local folder; other roots through DuckDB's own globbing)."""
 
-    def __init__(self, root: str, max_points: int = 2000) -> None:
+    def __init__(self, root: str, max_points: int = 2000, column_bytes: int = DEFAULT_BYTES) -> None:
         import duckdb
 
         self.root = root[len("file://"):] if root.startswith("file://") else root
@@ -68,6 +71,7 @@ class LakeReader:
         self.buckets = self._buckets()
         self._results: collections.OrderedDict[tuple, dict[str, Any]] = collections.OrderedDict()
         self.cache_hits = self.cache_evicted = 0
+        self.column_cache = ColumnCache(column_bytes)
 
     def _buckets(self) -> int | None:
         """The bucket count the sink recorded in ``_dcm_lake.json`` (bucket layout), else None: then
@@ -165,12 +169,29 @@ class LakeReader:
                 raise BadRequest(f"signals: {s!r} is not a signal of this vehicle's data in that range")
             if not cols[s]:
                 raise BadRequest(f"signals: {s!r} is not numeric")
+        if self.local:
+            stamped = [(f, _stamp(f)) for f in files]
+            t, vals = columns_for(self.column_cache, self._read_columns, stamped, vehicle, signals)
+            got = bucketise(t, vals, t0, t1, width)
+            out["t"], out["signals"] = got["t"], got["signals"]
+        else:
+            self._series_sql(out, files, vehicle, signals, t0, t1, width)
+        if self.local:  # an object store's listing is a glob: its files are not known here
+            with self._lock:
+                self._results[key] = out
+                while len(self._results) > RESULT_CACHE:
+                    self._results.popitem(last=False)
+                    self.cache_evicted += 1
+        return out
+
+    def _series_sql(self, out: dict[str, Any], files: list[str], vehicle: str, signals: list[str], t0: int, t1: int,
+                    width: int) -> None:
+        """The buckets by one DuckDB query (a lake on an object store, and the reference in tests)."""
         aggs = ", ".join(f'min("{s}"), max("{s}"), avg(CAST("{s}" AS DOUBLE)), count("{s}")' for s in signals)
         sql = (f"SELECT (CAST(epoch(ts) AS BIGINT) - {t0}) // {width} AS b, {aggs}"
                f" FROM {self._source(files)}"
                f" WHERE vehicle = ? AND ts >= to_timestamp({t0}) AND ts < to_timestamp({t1}) GROUP BY b ORDER BY b")
-        rows = self._run(sql, [vehicle])
-        for b, *vals in rows:
+        for b, *vals in self._run(sql, [vehicle]):
             out["t"].append(t0 + int(b) * width)
             for i, s in enumerate(signals):
                 mn, mx, mean, n = vals[4 * i:4 * i + 4]
@@ -179,13 +200,43 @@ class LakeReader:
                 d["max"].append(_num(mx))
                 d["mean"].append(None if mean is None or mean != mean else round(mean, 6))
                 d["count"].append(n)
-        if self.local:  # an object store's listing is a glob: its files are not known here
-            with self._lock:
-                self._results[key] = out
-                while len(self._results) > RESULT_CACHE:
-                    self._results.popitem(last=False)
-                    self.cache_evicted += 1
+
+    def _read_columns(self, files: list[str], vehicle: str, signals: list[str]) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """Per file, the vehicle's seconds and the signals as float64 (NaN for null; a signal a
+        file lacks is all NaN): one query with DuckDB's ``filename`` column (per file where a
+        column of the lake is itself named ``filename``)."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        have: dict[str, bool] = {}
+        for f in files:
+            have.update(self._schemas.get(f) or {})
+        cols = ", ".join(f'CAST("{s}" AS DOUBLE)' if s in have else "CAST(NULL AS DOUBLE)" for s in signals)
+        groups = [files] if "filename" not in have else [[f] for f in files]
+        out: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for group in groups:
+            src = self._source(group, extra=", filename = true" if len(groups) == 1 else "")
+            name = "filename" if len(groups) == 1 else f"'{group[0].replace(chr(39), chr(39) * 2)}'"
+            table = self._arrow(f"SELECT {name}, CAST(epoch(ts) AS BIGINT), {cols} FROM {src} WHERE vehicle = ?",
+                                [vehicle])
+            names = table.column(0)
+            for f in group:
+                part = table.filter(pc.equal(names, f)) if len(group) > 1 else table
+                t = part.column(1).to_numpy().astype(np.int64, copy=False)
+                out[f] = (t, {s: part.column(i + 2).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                              for i, s in enumerate(signals)})
         return out
+
+    def _arrow(self, sql: str, params: list[Any]):
+        cur = self._cursor()
+        try:
+            rel = cur.sql(sql, params=params)
+            fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
+            return fetch()
+        except self._duckdb.Error as exc:
+            raise SourceUnavailable(f"lake: query failed: {exc}") from None
+        finally:
+            cur.close()
 
     def route(self, vehicle: str, t0: int, t1: int, lat: str = "Latitude", lon: str = "Longitude"
               ) -> list[tuple[int, float, float]]:
@@ -204,13 +255,13 @@ class LakeReader:
                f" GROUP BY (CAST(epoch(ts) AS BIGINT) - {t0}) // {width} ORDER BY 1")
         return [(int(t), float(a), float(b)) for t, a, b in self._run(sql, [vehicle])]
 
-    def _source(self, files: list[str]) -> str:
+    def _source(self, files: list[str], extra: str = "") -> str:
         """``read_parquet`` over the files; without schema unification and hive parsing (~15 % of a
         query) when every file has the same columns, ``vehicle`` among them (the bucket layout)."""
         kinds = {tuple(self._schemas[f]) if f in self._schemas else None for f in files}
         if len(kinds) == 1 and None not in kinds and "vehicle" in next(iter(kinds)):
-            return f"read_parquet({_list(files)})"
-        return f"read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true)"
+            return f"read_parquet({_list(files)}{extra})"
+        return f"read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true{extra})"
 
     def _run(self, sql: str, params: list[Any]) -> list[tuple]:
         cur = self._cursor()
