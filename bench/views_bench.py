@@ -2,8 +2,9 @@
 
 The fleet (``--vehicles`` x ``--duration`` s, centred on midnight so the lake has two days) is
 generated with the simulator's physics and stored by a real sink (bucket layout, no MQTT). While
-generating, the bench records the simulator's own trips (its driving phases and the distance
-integrated from its speed): the ground truth beside the manifest's scenario events. Then:
+generating, the bench records the simulator's own trips (its driving phases from their first
+second in motion, and the distance integrated from its speed): the ground truth beside the
+manifest's scenario events. Then:
 
 * refresh of every view (trips, harsh events, vehicle-day, driver-day) with DuckDB: vehicle-seconds
   per second per engine thread;
@@ -76,9 +77,11 @@ def _generate(spec, root: Path) -> tuple[list, dict[int, list[tuple[int, int, fl
                 dist = (v_before + ph.v) / 2.0
                 for local, plan in enumerate(group.plans):
                     cur = open_trip.get(plan.index)
-                    if driving[local]:
+                    if driving[local] and (cur is not None or ph.v[local] > 0):
+                        # a trip is seen from its first second in motion (a driving phase may start
+                        # standing): a trip cut by the end of the data is judged on what was driven
                         if cur is None:
-                            open_trip[plan.index] = [now, now, 0.0]
+                            open_trip[plan.index] = [now, now, float(dist[local])]
                         else:
                             cur[1] = now
                             cur[2] += float(dist[local])
