@@ -127,15 +127,21 @@ def _chain(broker, vehicles: int, minutes: int, layout: str, workers: int = 1) -
     from simulator.fleet_runner import FleetRun, FleetRunConfig
     from simulator.fleet_spec import FleetSpec
 
+    import os
+
     with tempfile.TemporaryDirectory(prefix="dcm-bench-chain-") as tmp:
+        key = Path(tmp, "key.bin")  # the sink refuses to start without a masking key
+        key.write_bytes(os.urandom(32))
+        key.chmod(0o600)
         port = 9100 + time.monotonic_ns() % 800
         ports = [port + i for i in range(workers)]
         share = ["--share-group", "bench"] if workers > 1 else []
         sinks = [subprocess.Popen([sys.executable, "-m", "dcm.cli", "sink", "--broker", str(broker), "--lake",
                                    f"{tmp}/lake", "--state", f"{tmp}/state-{i}.sqlite", "--quarantine", f"{tmp}/q",
                                    "--topic-prefix", "chain", "--client-id", f"bench-sink-{i}", "--roll-interval",
-                                   "5", "--layout", layout, "--http", f"127.0.0.1:{p}", *share],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i, p in enumerate(ports)]
+                                   "5", "--layout", layout, "--http", f"127.0.0.1:{p}", "--secret-file", str(key), *share],
+                                  stdout=subprocess.DEVNULL, stderr=Path(tmp, f"sink-{i}.log").open("w"))
+                 for i, p in enumerate(ports)]
         try:
             time.sleep(3)
             run = FleetRun(FleetRunConfig(FleetSpec(vehicles=vehicles, duration_s=minutes * 60, start_time=T0,
@@ -157,6 +163,10 @@ def _chain(broker, vehicles: int, minutes: int, layout: str, workers: int = 1) -
                     break
                 time.sleep(0.5)
             total_s = total_s or time.perf_counter() - t
+            dead = [i for i, s in enumerate(sinks) if s.poll() is not None]
+            if dead:  # a sink that died (or never started) is a failed run, not a slow one
+                log = Path(tmp, f"sink-{dead[0]}.log").read_text()[-2000:]
+                raise RuntimeError(f"dcm sink {dead[0]} exited with {sinks[dead[0]].returncode}: {log}")
         finally:
             for sink in sinks:
                 sink.terminate()  # a sink writes its staged packets to the lake before exiting
