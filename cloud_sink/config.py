@@ -21,11 +21,12 @@ Example ``sink.toml`` (every key optional except where a default makes no sense)
     validated_cache = 1000         # packets validated at intake kept for the lake writer
 
     [mqtt]
-    url = "mqtt://broker:1883"
+    url = "mqtts://broker:8883"
     topic_prefix = "dcm"
     share_group = "sinks"          # MQTT v5 shared subscription, for N workers
     client_id = "dcm-sink-1"       # must differ per worker; also the default worker id
     ca_file = "broker-ca.pem"      # CA of an mqtts:// broker
+    allow_plaintext = false        # mqtt:// beyond loopback is refused unless this is true
 
     [retention]                    # `dcm sink retain` (cloud_sink/retention.py); unset: keep forever
     lake_days = 730                # lake partitions (by packet date) older than this are deleted
@@ -58,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from dcm_base import config as cfg
-from dcm_base.broker_url import BrokerUrl, BrokerUrlError
+from dcm_base.broker_url import BrokerUrl, BrokerUrlError, is_loopback, plaintext_refused
 from dcm_base.config import Key
 from dcm_base.errors import ConfigError
 from minute_packet import Topics, TopicError
@@ -147,11 +148,6 @@ class SinkConfig:
         return self.worker_id or self.client_id
 
 
-def is_loopback(host: str) -> bool:
-    """True for a host name or address that only this machine can reach."""
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 MISSING_SECRET = ("required: the vehicle-id masking key (create one with `dcm sink init`,"
                   " or `openssl rand -hex 32 > mask.key; chmod 600 mask.key`)")
 
@@ -189,6 +185,7 @@ _KEYS: dict[str, Key] = {
     "mqtt.share_group": Key("share_group", cfg.string),
     "mqtt.client_id": Key("client_id", cfg.string),
     "mqtt.ca_file": Key("ca_file", cfg.path, path=True),
+    "mqtt.allow_plaintext": Key("allow_plaintext", cfg.boolean),
     "worker_id": Key("worker_id", cfg.string),
     "secret_file": Key("secret_file", cfg.path, path=True),
     "state": Key("state_path", cfg.path, path=True),
@@ -226,14 +223,19 @@ _RENAMED = {"broker": "mqtt.url", "topic_prefix": "mqtt.topic_prefix", "share_gr
 
 
 def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None, *,
-                need_secret: bool = True) -> SinkConfig:
+                need_secret: bool = True, connects: bool = True) -> SinkConfig:
     """Read ``path`` (TOML, may be None), apply ``overrides`` (dotted keys as in the file,
     None = unset) and validate. Raises :class:`ConfigError` naming the file and key; a missing
     ``secret_file`` is one unless ``need_secret`` is False (commands that never mask a vehicle
-    id), and then ``vehicle_secret`` is None. There is no built-in key."""
+    id), and then ``vehicle_secret`` is None. There is no built-in key. Plaintext ``mqtt://``
+    beyond loopback is refused unless ``mqtt.allow_plaintext`` (not checked when the command
+    never ``connects``)."""
     where = cfg.where(path)
     fields = cfg.load_fields(path, _KEYS, overrides, renamed=_RENAMED)
     broker = fields.pop("broker", None) or BrokerUrl.parse("mqtt://127.0.0.1:1883")
+    refused = plaintext_refused(broker, fields.pop("allow_plaintext", False))
+    if refused and connects:
+        raise ConfigError(f"{where}: mqtt.url: {refused}")
     secret = _read_key(where, "secret_file", fields.pop("secret_file", None))
     if secret is None and need_secret:
         raise ConfigError(f"{where}: secret_file: {MISSING_SECRET}")

@@ -19,6 +19,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--vehicle-id")
     g.add_argument("--model")
     g.add_argument("--broker", help="mqtt://host:port or mqtts://host:port")
+    g.add_argument("--allow-plaintext", action="store_true", default=None, help="plaintext mqtt:// beyond loopback, by explicit choice (default: refused; use mqtts://)")
     g.add_argument("--interface")
     g.add_argument("--channel")
     g.add_argument("--bitrate", type=int)
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         "vehicle_id": args.vehicle_id, "model": args.model, "mqtt.url": args.broker,
         "can.interface": args.interface, "can.channel": args.channel, "can.bitrate": args.bitrate,
         "dbc.path": str(args.dbc) if args.dbc else None, "outbox.path": str(args.outbox) if args.outbox else None,
-        "mqtt.topic_prefix": args.topic_prefix,
+        "mqtt.topic_prefix": args.topic_prefix, "mqtt.allow_plaintext": args.allow_plaintext,
     }
     where = str(args.config) if args.config else "command line"
     config = load(args.config, overrides)

@@ -28,6 +28,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    default="run")
     s.add_argument("--config", type=Path, help="TOML config file (see cloud_sink/config.py)")
     s.add_argument("--broker")
+    s.add_argument("--allow-plaintext", action="store_true", default=None, help="plaintext mqtt:// beyond loopback, by explicit choice (default: refused; use mqtts://)")
     s.add_argument("--lake", help="lake root: a folder or a URI (file:///..., s3://bucket/prefix)")
     s.add_argument("--layout", choices=("vehicle", "bucket"))
     s.add_argument("--state", type=Path, action="append", default=[],
@@ -54,14 +55,15 @@ def _config(args: argparse.Namespace, *, need_secret: bool = True):
     from cloud_sink.config import load_config
 
     overrides = {
-        "mqtt.url": args.broker, "lake.root": args.lake, "lake.layout": args.layout,
+        "mqtt.url": args.broker, "mqtt.allow_plaintext": args.allow_plaintext,
+        "lake.root": args.lake, "lake.layout": args.layout,
         "state": args.state[0] if args.state else None, "quarantine": args.quarantine,
         "dbc": [str(p) for p in args.dbc] or None, "secret_file": args.secret_file,
         "mqtt.topic_prefix": args.topic_prefix, "mqtt.share_group": args.share_group, "mqtt.client_id": args.client_id,
         "worker_id": args.worker_id, "lake.roll_interval_s": args.roll_interval, "lake.roll_mib": args.roll_mib,
         "http": args.http, "http_token_file": args.http_token_file, "mqtt.ca_file": args.ca_file,
     }
-    return load_config(args.config, overrides, need_secret=need_secret)
+    return load_config(args.config, overrides, need_secret=need_secret, connects=need_secret)
 
 
 def run(args: argparse.Namespace) -> int:

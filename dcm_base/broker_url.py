@@ -1,4 +1,8 @@
-"""Broker URLs: ``mqtt://[user[:password]@]host[:port]`` (port 1883) or ``mqtts://...`` (TLS, port 8883)."""
+"""Broker URLs: ``mqtt://[user[:password]@]host[:port]`` (port 1883) or ``mqtts://...`` (TLS, port 8883).
+
+TLS is the default beyond this machine: :func:`plaintext_refused` is what every service's config
+loader asks before it accepts an ``mqtt://`` URL to another host (``allow_plaintext`` is the
+explicit choice that lets it through)."""
 from __future__ import annotations
 
 import dataclasses
@@ -38,3 +42,16 @@ class BrokerUrl:
 
     def __str__(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host name or address that only this machine can reach."""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def plaintext_refused(url: BrokerUrl, allow_plaintext: bool) -> str | None:
+    """Why ``url`` is refused (plaintext MQTT beyond loopback without the explicit choice), or None."""
+    if url.tls or allow_plaintext or is_loopback(url.host):
+        return None
+    return (f"plaintext MQTT to {url.host} beyond loopback: use mqtts:// (TLS), or set allow_plaintext = true"
+            " to choose plaintext explicitly")

@@ -15,7 +15,7 @@ from typing import Any
 
 import dbc as dbc_files
 from dcm_base import config as cfg
-from dcm_base.broker_url import BrokerUrl, BrokerUrlError
+from dcm_base.broker_url import BrokerUrl, BrokerUrlError, plaintext_refused
 from dcm_base.config import Key
 from dcm_base.errors import ConfigError
 from minute_packet import Collection, SchemaError, Topics, TopicError
@@ -95,6 +95,7 @@ _KEYS: dict[str, Key] = {
     "mqtt.ca_file": Key("ca_file", cfg.path, path=True),
     "mqtt.cert_file": Key("cert_file", cfg.path, path=True),
     "mqtt.key_file": Key("key_file", cfg.path, path=True),
+    "mqtt.allow_plaintext": Key("allow_plaintext", cfg.boolean),
     "mqtt.status_interval_s": Key("status_interval_s", cfg.positive(float)),
     "outbox.path": Key("outbox_path", cfg.path, path=True),
     "outbox.max_mb": Key("outbox_max_bytes", cfg.mib),
@@ -141,6 +142,9 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Gatew
                                        fields.pop("collect.signals", None), fields.pop("collect.aggregates", {}))
     if bool(fields.get("cert_file")) != bool(fields.get("key_file")):
         raise ConfigError(f"{where}: mqtt.key_file: cert_file and key_file go together")
+    refused = plaintext_refused(fields["broker"], fields.pop("allow_plaintext", False))
+    if refused:
+        raise ConfigError(f"{where}: mqtt.url: {refused}")
     try:
         return GatewayConfig(**fields)
     except ConfigError as exc:

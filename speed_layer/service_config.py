@@ -2,7 +2,8 @@
 
 Example ``rules-service.toml`` (paths relative to the file's folder)::
 
-    broker = "mqtt://broker:1883"      # or mqtts://..., with ca_file
+    broker = "mqtts://broker:8883"     # with ca_file; mqtt:// beyond loopback needs allow_plaintext = true
+    allow_plaintext = false            # the explicit choice of plaintext MQTT or http:// webhooks beyond loopback
     topic_prefix = "dcm"
     worker = 0                         # this worker's partition ...
     workers = 2                        # ... of this many: vehicle hash mod workers == worker
@@ -33,7 +34,9 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from dcm_base.broker_url import BrokerUrl, BrokerUrlError
+from urllib.parse import urlsplit
+
+from dcm_base.broker_url import BrokerUrl, BrokerUrlError, is_loopback, plaintext_refused
 from dcm_base.config import load_toml
 from minute_packet import TopicError
 from minute_packet.topics import check_prefix
@@ -85,7 +88,7 @@ class ServiceConfig:
 
 _KEYS = {"broker", "topic_prefix", "worker", "workers", "client_id", "state", "rules", "dbc", "history", "batch",
          "queue_size", "dedupe_days", "mqtt_max_queue", "ca_file", "webhooks", "lake", "secret_file",
-         "lake_interval_s"}
+         "lake_interval_s", "allow_plaintext"}
 
 
 def _int(doc: Mapping[str, Any], key: str, default: int, lo: int, where: str) -> int:
@@ -179,6 +182,17 @@ def load_service_config(path: str | Path | None, overrides: Mapping[str, Any] | 
     interval = doc.get("lake_interval_s", 300.0)
     if not isinstance(interval, (int, float)) or isinstance(interval, bool) or interval <= 0:
         raise RulesConfigError(f"{where}: lake_interval_s: must be a positive number")
+    allow = doc.get("allow_plaintext", False)
+    if not isinstance(allow, bool):
+        raise RulesConfigError(f"{where}: allow_plaintext: must be true or false")
+    refused = plaintext_refused(broker, allow)
+    if refused:
+        raise RulesConfigError(f"{where}: broker: {refused}")
+    for i, h in enumerate(hooks):
+        host = urlsplit(h.url).hostname or ""
+        if h.url.startswith("http://") and not allow and not is_loopback(host):
+            raise RulesConfigError(f"{where}: webhooks[{i}].url: plaintext http:// to {host} beyond loopback: use"
+                                   " https://, or set allow_plaintext = true to choose plaintext explicitly")
     return ServiceConfig(
         lake=lake, vehicle_secret=secret, lake_interval_s=float(interval),
         broker=broker, state_path=rel(doc["state"], "state"), topic_prefix=prefix, worker=worker, workers=workers,

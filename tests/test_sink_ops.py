@@ -31,7 +31,7 @@ def test_toml_config_with_overrides(tmp_path):
     cfg = tmp_path / "sink.toml"
     cfg.write_text('secret_file = "key.bin"\nstate = "st/s.sqlite"\n'
                    'http = "127.0.0.1:0"\ndbc = ["a.dbc"]\n'
-                   '[mqtt]\nurl = "mqtt://broker.example:1884"\nshare_group = "sinks"\n'
+                   '[mqtt]\nurl = "mqtt://broker.example:1884"\nallow_plaintext = true\nshare_group = "sinks"\n'
                    '[lake]\nroot = "s3://bucket/lake"\nlayout = "bucket"\nroll_mib = 0.5\nroll_interval_s = 60\n')
     c = load_config(cfg, {"mqtt.client_id": "w7", "lake.roll_interval_s": 5.0})
     assert (c.broker.host, c.broker.port, c.vehicle_secret) == ("broker.example", 1884, b"0123456789abcdef")
