@@ -6,6 +6,7 @@ explicit choice that lets it through)."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from urllib.parse import unquote, urlsplit
 
 from .errors import InputError
@@ -45,8 +46,14 @@ class BrokerUrl:
 
 
 def is_loopback(host: str) -> bool:
-    """True for a host name or address that only this machine can reach."""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """True for a host name or address that only this machine can reach: ``localhost`` or a
+    loopback address (127.0.0.0/8, ::1); a name such as ``127.example.com`` is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def plaintext_refused(url: BrokerUrl, allow_plaintext: bool) -> str | None:

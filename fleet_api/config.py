@@ -43,7 +43,9 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from dcm_base.broker_url import is_loopback
 from dcm_base.config import Key, load_fields, number, path, path_or_uri, paths, string, where
 from dcm_base.errors import ConfigError
 
@@ -100,8 +102,7 @@ def _tile_url(v: Any) -> str:
 
 def _https(v: Any) -> str:
     v = string(v)
-    loopback = v.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
-    if not (v.startswith("https://") or loopback):
+    if not (v.startswith("https://") or (v.startswith("http://") and is_loopback(urlsplit(v).hostname or ""))):
         raise ValueError("must be an https:// URL (plain http only on loopback)")
     return v.rstrip("/")
 

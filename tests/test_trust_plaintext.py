@@ -72,3 +72,22 @@ def test_the_cli_says_it_in_one_line_and_the_flag_chooses_plaintext(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "mqtt.url: plaintext MQTT to broker.example" in err
     assert dcm_main([*argv, "--allow-plaintext"]) == 0
+
+
+@pytest.mark.parametrize("host, loopback", [("localhost", True), ("127.0.0.1", True), ("127.8.9.10", True),
+                                            ("::1", True), ("127.example.com", False), ("10.0.0.1", False),
+                                            ("localhost.example.com", False)])
+def test_loopback_means_an_address_only_this_machine_reaches(host, loopback):
+    from dcm_base.broker_url import is_loopback
+
+    assert is_loopback(host) == loopback
+
+
+def test_an_oidc_issuer_over_http_must_really_be_on_loopback(tmp_path):
+    from fleet_api.config import _https
+
+    assert _https("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
+    assert _https("http://[::1]:8080") == "http://[::1]:8080"
+    for bad in ("http://127.0.0.1.example.com", "http://localhost.example.com/", "http://login.example"):
+        with pytest.raises(ValueError, match="https://"):
+            _https(bad)
