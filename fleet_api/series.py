@@ -156,7 +156,8 @@ class LakeReader:
         files = self.files(vehicle, t0, t1)
         if not files:
             return out
-        key = (vehicle, tuple(signals), t0, t1, width, tuple(files), tuple(_stamp(f) for f in files) if self.local else ())
+        stamps = [_stamp(f) for f in files] if self.local else []  # an object store's listing is a glob
+        key = (vehicle, tuple(signals), t0, t1, width, tuple(files), tuple(stamps))
         with self._lock:
             hit = self._results.get(key)
             if hit is not None:
@@ -169,19 +170,17 @@ class LakeReader:
                 raise BadRequest(f"signals: {s!r} is not a signal of this vehicle's data in that range")
             if not cols[s]:
                 raise BadRequest(f"signals: {s!r} is not numeric")
-        if self.local:
-            stamped = [(f, _stamp(f)) for f in files]
-            t, vals = columns_for(self.column_cache, self._read_columns, stamped, vehicle, signals)
-            got = bucketise(t, vals, t0, t1, width)
-            out["t"], out["signals"] = got["t"], got["signals"]
-        else:
+        if not self.local:  # its files are not known here: nothing is kept
             self._series_sql(out, files, vehicle, signals, t0, t1, width)
-        if self.local:  # an object store's listing is a glob: its files are not known here
-            with self._lock:
-                self._results[key] = out
-                while len(self._results) > RESULT_CACHE:
-                    self._results.popitem(last=False)
-                    self.cache_evicted += 1
+            return out
+        t, vals = columns_for(self.column_cache, self._read_columns, list(zip(files, stamps)), vehicle, signals)
+        got = bucketise(t, vals, t0, t1, width)
+        out["t"], out["signals"] = got["t"], got["signals"]
+        with self._lock:
+            self._results[key] = out
+            while len(self._results) > RESULT_CACHE:
+                self._results.popitem(last=False)
+                self.cache_evicted += 1
         return out
 
     def _series_sql(self, out: dict[str, Any], files: list[str], vehicle: str, signals: list[str], t0: int, t1: int,
@@ -228,15 +227,11 @@ class LakeReader:
         return out
 
     def _arrow(self, sql: str, params: list[Any]):
-        cur = self._cursor()
-        try:
+        def fetch(cur):
             rel = cur.sql(sql, params=params)
-            fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
-            return fetch()
-        except self._duckdb.Error as exc:
-            raise SourceUnavailable(f"lake: query failed: {exc}") from None
-        finally:
-            cur.close()
+            return (getattr(rel, "to_arrow_table", None) or rel.arrow)()
+
+        return self._query(fetch)
 
     def route(self, vehicle: str, t0: int, t1: int, lat: str = "Latitude", lon: str = "Longitude"
               ) -> list[tuple[int, float, float]]:
@@ -264,9 +259,13 @@ class LakeReader:
         return f"read_parquet({_list(files)}, hive_partitioning = true, union_by_name = true{extra})"
 
     def _run(self, sql: str, params: list[Any]) -> list[tuple]:
+        return self._query(lambda cur: cur.execute(sql, params).fetchall())
+
+    def _query(self, fetch: Any) -> Any:
+        """``fetch(cursor)`` on a cursor of its own; DuckDB's errors become :class:`SourceUnavailable`."""
         cur = self._cursor()
         try:
-            return cur.execute(sql, params).fetchall()
+            return fetch(cur)
         except self._duckdb.Error as exc:
             raise SourceUnavailable(f"lake: query failed: {exc}") from None
         finally:

@@ -69,18 +69,18 @@ def columns_for(cache: ColumnCache, read: Reader, files: Sequence[tuple[str, tup
     """The vehicle's timestamps and signal values over ``files`` (path, stamp), from the cache or
     read (one query for every file that misses a column)."""
     have: dict[str, dict[str, np.ndarray]] = {}
-    missing: dict[str, list[str]] = {}
+    missing: list[str] = []  # files with a column not in the cache: read again whole
     for path, stamp in files:
         got = {}
         for col in ("", *signals):
             arr = cache.get((path, stamp, vehicle, col))
             if arr is None:
-                missing.setdefault(path, [])
+                missing.append(path)
                 break
             got[col] = arr
         have[path] = got
     if missing:
-        fetched = read(list(missing), vehicle, list(signals))
+        fetched = read(missing, vehicle, list(signals))
         stamps = dict(files)
         for path in missing:
             t, vals = fetched.get(path, (np.empty(0, np.int64), {}))
