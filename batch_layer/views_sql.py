@@ -105,12 +105,16 @@ def score_columns(p: ScoreParams, km: str = "distance_km", speeding_s: str = "sp
     return cols
 
 
-def _features(rows: str, gap: int, gate_kmh: float) -> str:
+def _features(rows: str, active: str, gap: int, gate_kmh: float) -> str:
     """The one window pass over per-second rows ``rows`` (vid, t, mid and the signals): every row
-    gets its neighbours' values (lag/lead over the vehicle's rows ordered by time) and what they
-    imply. The accelerations are NULL below the harsh-event speed gate; ``dup`` marks a row
-    sharing its second with another row of the vehicle."""
+    gets whether it is ``active`` (an expression over the signals), its neighbours' values
+    (lag/lead over the vehicle's rows ordered by time) and what they imply. The accelerations are
+    NULL below the harsh-event speed gate; ``dup`` marks a row sharing its second with another row
+    of the vehicle."""
     gate = _num(gate_kmh)
+    inputs = (f"SELECT vid, t, mid, speed, odo, lat, lon, heading, fuel_rate, fuel_vol, {active} AS active,"
+              f" CASE WHEN ignition IS NOT NULL OR engine IS NOT NULL THEN 1 ELSE 0 END AS ign_mode"
+              f" FROM ({rows}) AS r")
     return f"""
 SELECT vid, t, mid, speed, odo, lat, lon, fuel_rate, fuel_vol, ign_mode, dt > {gap} AS is_gap,
        CASE WHEN dt = 1 AND greatest(speed, prev_speed) >= {gate} THEN (speed - prev_speed) / 3.6 END AS long_acc,
@@ -126,7 +130,7 @@ FROM (SELECT *, t - lag(t) OVER w AS dt, lead(t) OVER w AS next_t,
              lag(speed) OVER w AS prev_speed, lag(heading) OVER w AS prev_heading,
              lag(lat) OVER w AS prev_lat, lag(lon) OVER w AS prev_lon,
              lag(active) OVER w AS prev_active, lead(active) OVER w AS next_active
-      FROM ({rows}) AS a
+      FROM ({inputs}) AS a
       WINDOW w AS (PARTITION BY vid ORDER BY t)) AS f"""
 
 
@@ -156,19 +160,15 @@ FROM (SELECT DISTINCT vehicle, model FROM src) AS d"""))
     active = (f"CASE WHEN ignition IS NOT NULL OR engine IS NOT NULL"
               f" THEN coalesce(ignition, 0) >= 2 OR coalesce(engine, 0) >= 1"
               f" ELSE coalesce(speed, 0) >= {_num(tp.motion_speed_kmh)} END")
-    derived = (f"{active} AS active,"
-               f" CASE WHEN ignition IS NOT NULL OR engine IS NOT NULL THEN 1 ELSE 0 END AS ign_mode")
     # the one pass over every row (one sort), straight from the lake: right for every vehicle
     # whose seconds are unique (the rule); a vehicle with two rows for one second is redone below
-    stages.append(("raw", _features(f"SELECT vid, t, mid, speed, odo, lat, lon, heading, fuel_rate, fuel_vol,"
-                                    f" {derived} FROM ({keyed}) AS k", gap, hp.gate_kmh)))
+    stages.append(("raw", _features(keyed, active, gap, hp.gate_kmh)))
     stages.append(("dupv", "SELECT DISTINCT vid FROM raw WHERE dup"))
     # one row per vehicle-second for those vehicles: copies of a packet (same vehicle, boot, seq,
     # ts) collapse, two packets claiming one second merge column by column (minimum)
     sec = ("SELECT vid, t, min(mid) AS mid, " + ", ".join(f"min({a}) AS {a}" for a in sig)
            + f" FROM ({keyed}) AS k WHERE vid IN (SELECT vid FROM dupv) GROUP BY vid, t")
-    stages.append(("feat_dup", _features(f"SELECT vid, t, mid, speed, odo, lat, lon, heading, fuel_rate, fuel_vol,"
-                                         f" {derived} FROM ({sec}) AS s", gap, hp.gate_kmh)))
+    stages.append(("feat_dup", _features(sec, active, gap, hp.gate_kmh)))
     stages.append(("feat", f"""
 SELECT {', '.join('r.' + c.strip() for c in FEAT_COLUMNS.split(','))}
 FROM raw AS r LEFT JOIN dupv AS d ON d.vid = r.vid WHERE d.vid IS NULL
