@@ -19,7 +19,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--vehicle-id")
     g.add_argument("--model")
     g.add_argument("--broker", help="mqtt://host:port or mqtts://host:port")
-    g.add_argument("--allow-plaintext", action="store_true", default=None, help="plaintext mqtt:// beyond loopback, by explicit choice (default: refused; use mqtts://)")
+    g.add_argument("--allow-plaintext", action="store_true", default=None,
+                   help="plaintext mqtt:// beyond loopback, by explicit choice (default: refused; use mqtts://)")
     g.add_argument("--interface")
     g.add_argument("--channel")
     g.add_argument("--bitrate", type=int)

@@ -21,7 +21,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     r.add_argument("--config", type=Path, help="rules service TOML file")
     r.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     r.add_argument("--broker", help="mqtt://host:port or mqtts://host:port")
-    r.add_argument("--allow-plaintext", action="store_true", default=None, help="plaintext mqtt:// and http:// webhooks beyond loopback, by explicit choice (default: refused; use mqtts://)")
+    r.add_argument("--allow-plaintext", action="store_true", default=None,
+                   help="plaintext mqtt:// and http:// webhooks beyond loopback, by explicit choice"
+                        " (default: refused; use mqtts:// and https://)")
     r.add_argument("--topic-prefix")
     r.add_argument("--worker", type=int)
     r.add_argument("--workers", type=int)
@@ -80,9 +82,9 @@ def _run(args: argparse.Namespace) -> int:
     from speed_layer.service import RulesService
     from speed_layer.service_config import load_service_config
 
-    overrides = {"broker": args.broker, "allow_plaintext": args.allow_plaintext, "topic_prefix": args.topic_prefix, "worker": args.worker,
-                 "workers": args.workers, "client_id": args.client_id, "state": args.state, "rules": args.rules,
-                 "dbc": args.dbc}
+    overrides = {"broker": args.broker, "allow_plaintext": args.allow_plaintext, "topic_prefix": args.topic_prefix,
+                 "worker": args.worker, "workers": args.workers, "client_id": args.client_id, "state": args.state,
+                 "rules": args.rules, "dbc": args.dbc}
     config = load_service_config(args.config, overrides)
     rules = load_rules(config.rules_path)
     if args.check_config:

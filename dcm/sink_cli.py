@@ -28,7 +28,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    default="run")
     s.add_argument("--config", type=Path, help="TOML config file (see cloud_sink/config.py)")
     s.add_argument("--broker")
-    s.add_argument("--allow-plaintext", action="store_true", default=None, help="plaintext mqtt:// beyond loopback, by explicit choice (default: refused; use mqtts://)")
+    s.add_argument("--allow-plaintext", action="store_true", default=None,
+                   help="plaintext mqtt:// beyond loopback, by explicit choice (default: refused; use mqtts://)")
     s.add_argument("--lake", help="lake root: a folder or a URI (file:///..., s3://bucket/prefix)")
     s.add_argument("--layout", choices=("vehicle", "bucket"))
     s.add_argument("--state", type=Path, action="append", default=[],

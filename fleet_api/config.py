@@ -179,8 +179,8 @@ def load_config(file: str | Path | None, overrides: Mapping[str, Any] | None = N
         elif ":" not in v and not Path(v).is_absolute():
             v = str(base / v)
         out["operational"] = v
-    for key in ("tile_url", "offline_after_s", "moving_kmh", "max_points", "series_cache_mb", "sink_state", "alerts", "rules",
-                "batch_config", "batch_views", "views_refresh_s"):
+    for key in ("tile_url", "offline_after_s", "moving_kmh", "max_points", "series_cache_mb", "sink_state", "alerts",
+                "rules", "batch_config", "batch_views", "views_refresh_s"):
         if key in f:
             out[key] = f[key]
     for key in ("alerts", "operational"):

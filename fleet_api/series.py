@@ -200,7 +200,8 @@ class LakeReader:
                 d["mean"].append(None if mean is None or mean != mean else round(mean, 6))
                 d["count"].append(n)
 
-    def _read_columns(self, files: list[str], vehicle: str, signals: list[str]) -> dict[str, tuple[Any, dict[str, Any]]]:
+    def _read_columns(self, files: list[str], vehicle: str, signals: list[str]
+                      ) -> dict[str, tuple[Any, dict[str, Any]]]:
         """Per file, the vehicle's seconds and the signals as float64 (NaN for null; a signal a
         file lacks is all NaN): one query with DuckDB's ``filename`` column (per file where a
         column of the lake is itself named ``filename``)."""
